@@ -1,0 +1,3 @@
+from recbole_mixrec.data.dataset import MixRecDataset
+
+__all__ = ["MixRecDataset"]

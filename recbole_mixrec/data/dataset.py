@@ -1,0 +1,81 @@
+"""MixRecDataset: RecBole's sequential dataset plus item text (spec sections 1 and 2)."""
+
+import os
+
+import numpy as np
+from recbole.data.dataset import SequentialDataset
+from recbole.utils import set_color
+
+from recbole_mixrec.backbone import default_cache_dir, load_tokenizer
+from recbole_mixrec.data.item_text import build_item_sentences
+from recbole_mixrec.data.item_tokens import ItemTokenStore
+from recbole_mixrec.properties import fill_defaults
+
+
+class MixRecDataset(SequentialDataset):
+    """A :class:`SequentialDataset` whose items carry a tokenised sentence.
+
+    Config keys read: ``item_text_fields``, ``item_text_max_tokens``, ``item_text_missing``,
+    ``backbone``, ``backbone_cache_dir``, ``train_one_sample_per_user``.
+
+    Attributes:
+        item_sentences (list[str]): the sentence of every internal item id ("" for padding 0).
+        item_tokens (ItemTokenStore): those sentences tokenised by the backbone's tokenizer.
+
+    NOTE: MixRec's L_seq supervises every position of a history in one pass, so by default the
+    training split keeps one sample per user (its whole training history, RecBole's last
+    augmented prefix) instead of one sample per prefix. Validation and test are RecBole's.
+    """
+
+    def __init__(self, config):
+        fill_defaults(config, config["model"])
+        super().__init__(config)
+        self._build_item_text()
+
+    def _build_item_text(self):
+        config = self.config
+        fields = list(config["item_text_fields"] or [])
+        self.item_sentences, n_missing = build_item_sentences(
+            self, fields, missing=config["item_text_missing"] or "keep"
+        )
+        if n_missing:
+            self.logger.warning(
+                set_color("items without text", "red")
+                + f": {n_missing} of {self.item_num - 1} (they use key names only)"
+            )
+        cache_dir = config["backbone_cache_dir"] or default_cache_dir()
+        tokenizer = load_tokenizer(config["backbone"], cache_dir)
+        max_tokens = config["item_text_max_tokens"]
+        tokenizer_id = [config["backbone"], getattr(tokenizer, "name_or_path", ""), len(tokenizer)]
+        self.item_tokens = ItemTokenStore.cached(
+            self.item_sentences,
+            tokenizer,
+            tokenizer_id,
+            max_tokens,
+            os.path.join(cache_dir, "item_tokens", config["dataset"]),
+        )
+        lengths = self.item_tokens.lengths[1:].float()
+        self.logger.info(
+            set_color("item sentences", "blue")
+            + f": {len(self.item_sentences) - 1} items, fields {fields}, tokens/item "
+            f"mean {lengths.mean():.1f} max {int(lengths.max())} (cap {max_tokens}); "
+            f"e.g. '{self.item_sentences[1]}'"
+        )
+
+    def build(self):
+        datasets = super().build()
+        if self.config["train_one_sample_per_user"]:
+            datasets[0] = self._last_sample_per_user(datasets[0])
+        return datasets
+
+    def _last_sample_per_user(self, train):
+        """Keep each user's last training sample: its longest history and last training target."""
+        uids = train.inter_feat[self.uid_field].numpy()
+        # within a user, rows are in time order (RecBole's TO ordering): take the last occurrence
+        _, first_from_end = np.unique(uids[::-1], return_index=True)
+        last = np.sort(len(uids) - 1 - first_from_end)
+        self.logger.info(
+            set_color("training samples", "blue")
+            + f": {len(uids)} prefixes -> {len(last)} (one whole history per user)"
+        )
+        return train.copy(train.inter_feat[last])

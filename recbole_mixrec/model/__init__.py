@@ -1,0 +1,3 @@
+from recbole_mixrec.model.mixrec import MixRec
+
+__all__ = ["MixRec"]

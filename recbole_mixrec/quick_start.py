@@ -1,0 +1,153 @@
+"""Run a model end to end the way ``recbole.quick_start.run_recbole`` does, plus the plugin's
+yaml files, clear errors for bad input, and an argv that RecBole does not parse."""
+
+import contextlib
+import logging
+import os
+import sys
+
+import pandas as pd
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.trainer import Trainer
+from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
+
+from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.properties import config_files
+from recbole_mixrec.registry import BASELINE_MODELS, PLUGIN_MODELS
+from recbole_mixrec.trainer import BaselineTrainer
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+@contextlib.contextmanager
+def isolated_argv():
+    """Hide ``sys.argv`` from RecBole's Config, which turns every ``--k=v`` (pytest's, Ray
+    workers') into a config entry. The CLI passes its own arguments as ``config_dict``."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def check_model(model):
+    """Raise a one-line error naming the known models if ``model`` is neither ours nor RecBole's."""
+    if model in PLUGIN_MODELS:
+        return
+    try:
+        get_model(model)
+    except (ValueError, AttributeError):
+        raise MixRecError(
+            f"unknown model '{model}': plugin models {sorted(PLUGIN_MODELS)}, RecBole baselines "
+            f"{list(BASELINE_MODELS)} (any RecBole sequential model name also works)"
+        ) from None
+
+
+def build_config(model, dataset, config_file_list=None, config_dict=None):
+    check_model(model)
+    with isolated_argv():
+        return Config(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_files(model, dataset, config_file_list),
+            config_dict=dict(config_dict or {}),
+        )
+
+
+def _header(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n").split("\t")
+
+
+def check_dataset_files(config):
+    """Clear errors for a missing dataset, a malformed header or an unknown ``load_col`` field."""
+    dataset, data_path = config["dataset"], config["data_path"]
+    inter_file = os.path.join(data_path, f"{dataset}.inter")
+    if not os.path.isfile(inter_file):
+        from dataset_tools import KNOWN_DATASETS, build_hint
+
+        hint = build_hint(dataset)
+        how = f"create it with: {hint}" if hint else (
+            f"put {dataset}.inter (RecBole atomic format) in {data_path}; known datasets: "
+            f"ml-100k (packaged with RecBole), {', '.join(KNOWN_DATASETS)}"
+        )
+        raise MixRecError(f"dataset '{dataset}' not found ({inter_file} is missing); {how}")
+    for suffix, wanted in (config["load_col"] or {}).items():
+        path = os.path.join(data_path, f"{dataset}.{suffix}")
+        if not os.path.isfile(path):
+            raise MixRecError(f"load_col names '{suffix}' fields but {path} does not exist")
+        columns = {}
+        for column in _header(path):
+            name, _, ftype = column.partition(":")
+            if ftype not in ATOMIC_TYPES:
+                raise MixRecError(
+                    f"{path} line 1: column '{column}' is not 'name:type' with type in {ATOMIC_TYPES}"
+                )
+            columns[name] = ftype
+        unknown = [field for field in wanted if field not in columns]
+        if unknown:
+            raise MixRecError(
+                f"load_col: unknown field(s) {unknown} for {path}; its fields: {sorted(columns)}"
+            )
+
+
+def load_dataset(config):
+    check_dataset_files(config)
+    try:
+        return create_dataset(config)
+    except pd.errors.ParserError as err:
+        raise MixRecError(f"malformed atomic file of dataset '{config['dataset']}': {err}") from None
+
+
+def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True):
+    """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
+
+    Works for the plugin's models and for RecBole's (baselines get the same split, metrics
+    and dataset yaml). The plugin's yaml files come first, ``config_file_list`` after them,
+    ``config_dict`` last.
+    """
+    config = build_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = logging.getLogger()
+    logger.info(config)
+
+    dataset = load_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if trainer_class is Trainer:  # RecBole's baselines: same loop, loadable checkpoints
+        trainer_class = BaselineTrainer
+    trainer = trainer_class(config, model)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def load_data_and_model(model_file):
+    """RecBole's ``load_data_and_model`` for plugin and RecBole checkpoints (registered names,
+    weights-only loading allowed for RecBole's Config)."""
+    if not os.path.isfile(model_file):
+        raise MixRecError(f"checkpoint not found: {model_file}")
+    from recbole.quick_start import load_data_and_model as recbole_load
+
+    return recbole_load(model_file)

@@ -1,0 +1,57 @@
+"""Registration of the plugin's models into RecBole's own look-ups.
+
+RecBole finds a model by importing ``recbole.model.<kind>.<name lower>``, its dataset as
+``recbole.data.dataset.<Model>Dataset`` and its trainer as ``recbole.trainer.<Model>Trainer``
+(environment facts). Registering our classes under those names makes ``run_recbole``,
+``load_data_and_model`` and Ray workers (which import this package) work by name.
+"""
+
+import sys
+
+import torch
+import yaml
+
+PLUGIN_MODELS = {}  # name -> (model class, dataset class, trainer class)
+BASELINE_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FDSA")
+
+
+def register_model(model_class, dataset_class, trainer_class):
+    import recbole.data.dataset as dataset_namespace
+    import recbole.model.sequential_recommender as model_namespace
+    import recbole.trainer as trainer_namespace
+
+    name = model_class.__name__
+    module_name = f"{model_namespace.__name__}.{name.lower()}"
+    sys.modules.setdefault(module_name, sys.modules[model_class.__module__])
+    setattr(model_namespace, name.lower(), sys.modules[module_name])
+    setattr(dataset_namespace, f"{name}Dataset", dataset_class)
+    setattr(trainer_namespace, f"{name}Trainer", trainer_class)
+    PLUGIN_MODELS[name] = (model_class, dataset_class, trainer_class)
+    torch.serialization.add_safe_globals([model_class])
+
+
+def allow_recbole_checkpoints():
+    """Let ``torch.load(weights_only=True)`` (torch >= 2.6 default) read RecBole checkpoints.
+
+    RecBole pickles its ``Config`` into every checkpoint. Instead of switching the safety check
+    off process-wide (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``) we allow exactly the classes a
+    Config holds: the Config itself, RecBole's enums, the yaml loader class and model classes.
+    """
+    from recbole.config import Config
+    from recbole.utils import get_model
+    from recbole.utils.enum_type import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
+
+    baselines = [get_model(name) for name in BASELINE_MODELS]
+    torch.serialization.add_safe_globals(
+        [Config, EvaluatorType, FeatureSource, FeatureType, InputType, ModelType, yaml.FullLoader]
+        + baselines
+    )
+
+
+def register_all():
+    from recbole_mixrec.data.dataset import MixRecDataset
+    from recbole_mixrec.model.mixrec import MixRec
+    from recbole_mixrec.trainer import MixRecTrainer
+
+    allow_recbole_checkpoints()
+    register_model(MixRec, MixRecDataset, MixRecTrainer)

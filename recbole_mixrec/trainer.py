@@ -1,0 +1,93 @@
+"""MixRecTrainer: RecBole's Trainer with AdamW over trainable weights and warm-up + cosine.
+
+Everything else (progress bars, gradient clipping via ``clip_grad_norm``, full-ranking
+evaluation, early stopping, best-checkpoint saving) is RecBole's own ``Trainer`` unchanged.
+"""
+
+import math
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def warmup_cosine(step, total_steps, warmup_steps):
+    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0 (spec 4)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class WeightsOnlyCheckpointMixin:
+    """Save checkpoints that ``torch.load(weights_only=True)`` (the torch >= 2.6 default) reads.
+
+    RecBole writes them with ``pickle_protocol=4``, whose FRAME opcode the weights-only
+    unpickler rejects whatever the content; the classes inside (RecBole's Config) are
+    allowed in ``registry.allow_recbole_checkpoints``. Same content, default protocol.
+    """
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        torch.save(state, saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):
+    """RecBole's Trainer for the baselines, with checkpoints that torch 2.13 loads."""
+
+
+class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
+    """Config keys read (besides RecBole's): ``learner`` (adamw), ``warmup_ratio``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.warmup_ratio = config["warmup_ratio"]
+        self.scheduler = None
+
+    def _build_optimizer(self, **kwargs):
+        # the frozen backbone has no gradients: keep it out of the optimizer state
+        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        return super()._build_optimizer(**kwargs)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        total_steps = max(1, len(train_data) * (self.epochs - self.start_epoch))
+        warmup_steps = max(1, int(self.warmup_ratio * total_steps))
+        self.scheduler = LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
+        )
+        # one scheduler step after every optimizer step, whichever loop makes it
+        self.optimizer.register_step_post_hook(lambda *_: self.scheduler.step())
+        self.logger.info(
+            set_color("lr schedule", "blue")
+            + f": peak {self.learning_rate}, {warmup_steps} warm-up of {total_steps} steps, cosine"
+        )
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        """Name each loss part (``model.loss_names``) instead of numbering it."""
+        names = getattr(self.model, "loss_names", None)
+        if not isinstance(losses, tuple) or not names:
+            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        parts = ", ".join(
+            set_color(f"loss_{name}", "blue") + f": {value:.4f}" for name, value in zip(names, losses)
+        )
+        return (
+            set_color(f"epoch {epoch_idx} training", "green")
+            + f" [{set_color('time', 'blue')}: {e_time - s_time:.2f}s, "
+            + f"{set_color('total', 'blue')}: {sum(losses):.4f}, {parts}] (sums over batches)"
+        )
