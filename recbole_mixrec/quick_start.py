@@ -38,7 +38,7 @@ def check_model(model):
         return
     try:
         get_model(model)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # exlib models import optional packages
         raise MixRecError(
             f"unknown model '{model}': plugin models {sorted(PLUGIN_MODELS)}, RecBole baselines "
             f"{list(BASELINE_MODELS)} (any RecBole sequential model name also works)"

@@ -15,7 +15,9 @@ PLUGIN_MODELS = {}  # name -> (model class, dataset class, trainer class)
 BASELINE_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FDSA")
 
 
-def register_model(model_class, dataset_class, trainer_class):
+def register_model(model_class, dataset_class=None, trainer_class=None):
+    """Make ``model_class`` findable by name; without a dataset class RecBole uses its
+    default for the model type, without a trainer class the stock one."""
     import recbole.data.dataset as dataset_namespace
     import recbole.model.sequential_recommender as model_namespace
     import recbole.trainer as trainer_namespace
@@ -24,8 +26,10 @@ def register_model(model_class, dataset_class, trainer_class):
     module_name = f"{model_namespace.__name__}.{name.lower()}"
     sys.modules.setdefault(module_name, sys.modules[model_class.__module__])
     setattr(model_namespace, name.lower(), sys.modules[module_name])
-    setattr(dataset_namespace, f"{name}Dataset", dataset_class)
-    setattr(trainer_namespace, f"{name}Trainer", trainer_class)
+    if dataset_class is not None:
+        setattr(dataset_namespace, f"{name}Dataset", dataset_class)
+    if trainer_class is not None:
+        setattr(trainer_namespace, f"{name}Trainer", trainer_class)
     PLUGIN_MODELS[name] = (model_class, dataset_class, trainer_class)
     torch.serialization.add_safe_globals([model_class])
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: offline HuggingFace, a private model cache, small real RecBole datasets."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests may reach a hub
+
+import pytest  # noqa: E402
+
+import recbole_mixrec  # noqa: E402,F401  registers the plugin with RecBole
+from recbole_mixrec.quick_start import build_config, load_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mixrec-cache")
+    os.environ["RECBOLE_MIXREC_CACHE"] = str(path)  # also seen by Ray workers started later
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_config_dict(cache_dir, tmp_path_factory):
+    """A MixRec config that trains in seconds: random 2-layer backbone, short histories."""
+    return {
+        "backbone": "tiny-random",
+        "backbone_cache_dir": cache_dir,
+        "epochs": 1,
+        "max_seq_items": 4,
+        "train_batch_size": 64,
+        "eval_batch_size": 256,
+        "show_progress": False,
+        "checkpoint_dir": str(tmp_path_factory.mktemp("checkpoints")),
+    }
+
+
+@pytest.fixture(scope="session")
+def ml100k_config(tiny_config_dict):
+    return build_config("MixRec", "ml-100k", config_dict=tiny_config_dict)
+
+
+@pytest.fixture(scope="session")
+def ml100k_dataset(ml100k_config):
+    return load_dataset(ml100k_config)
+
+
+def write_atomic(folder, name, inter_rows, item_rows, item_header="item_id:token\ttitle:token_seq\tbrand:token_seq"):
+    """Write a tiny RecBole atomic dataset ``folder/name/name.{inter,item}``."""
+    path = os.path.join(folder, name)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, f"{name}.inter"), "w") as handle:
+        handle.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        handle.writelines("\t".join(map(str, row)) + "\n" for row in inter_rows)
+    with open(os.path.join(path, f"{name}.item"), "w") as handle:
+        handle.write(item_header + "\n")
+        handle.writelines("\t".join(map(str, row)) + "\n" for row in item_rows)
+    return folder

@@ -1,0 +1,36 @@
+"""Token sequences built from item ids (model/inputs.py), on hand-written cases."""
+
+import torch
+
+from recbole_mixrec.model.inputs import last_items, pack_items
+
+SEQ = 99
+# item 0 = padding; item 1 = tokens [11, 12]; item 2 = [21]; item 3 = [31, 32, 33]
+TOKENS = torch.tensor([[0, 0, 0], [11, 12, 0], [21, 0, 0], [31, 32, 33]])
+LENGTHS = torch.tensor([0, 2, 1, 3])
+
+
+def test_last_items_keeps_the_most_recent_items_left_aligned():
+    seq = torch.tensor([[5, 6, 7, 8, 0], [5, 6, 0, 0, 0]])
+    window, count = last_items(seq, torch.tensor([4, 2]), 3)
+    assert window.tolist() == [[6, 7, 8], [5, 6, 0]]
+    assert count.tolist() == [3, 2]
+
+
+def test_pack_items_concatenates_sentences_each_followed_by_the_marker():
+    items = torch.tensor([[1, 2, 3], [3, 1, 0]])
+    ids, mask, markers = pack_items(items, torch.tensor([3, 2]), TOKENS, LENGTHS, SEQ, torch.tensor([7]))
+    assert ids[0].tolist() == [7, 11, 12, SEQ, 21, SEQ, 31, 32, 33, SEQ]
+    assert ids[1].tolist() == [7, 31, 32, 33, SEQ, 11, 12, SEQ, 0, 0]
+    assert mask.tolist() == [[1] * 10, [1] * 8 + [0, 0]]
+    assert markers[0].tolist() == [3, 5, 9]
+    assert markers[1].tolist() == [4, 7, 0]  # invalid slot -> 0
+    assert (ids.gather(1, markers[:, :2]) == SEQ).all()
+
+
+def test_pack_items_without_prefix_for_single_items():
+    ids, mask, markers = pack_items(
+        torch.tensor([[2], [3]]), torch.tensor([1, 1]), TOKENS, LENGTHS, SEQ, torch.tensor([], dtype=torch.long)
+    )
+    assert ids.tolist() == [[21, SEQ, 0, 0], [31, 32, 33, SEQ]]
+    assert markers.tolist() == [[1], [3]]

@@ -1,0 +1,138 @@
+"""MixRec_base on ml-100k with the random 2-layer backbone: freezing, identity at init,
+leave-one-out inputs, losses."""
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from recbole_mixrec.backbone import load_backbone
+from recbole_mixrec.model.mixrec import MixRec
+
+
+@pytest.fixture(scope="module")
+def splits(ml100k_config, ml100k_dataset):
+    return data_preparation(ml100k_config, ml100k_dataset)
+
+
+@pytest.fixture()
+def model(ml100k_config, splits):
+    torch.manual_seed(0)
+    return MixRec(ml100k_config, splits[0]._dataset)
+
+
+def _first_batch(loader):
+    return next(iter(loader))
+
+
+def test_only_adapters_new_tokens_and_head_get_gradients(model, splits):
+    model.train()
+    loss = sum(model.calculate_loss(_first_batch(splits[0])))
+    loss.backward()
+    trainable_prefixes = ("special_token_embedding.", "item_projection.")
+    for name, param in model.named_parameters():
+        is_new = name.startswith(trainable_prefixes) or ".adapter." in name
+        assert param.requires_grad == is_new, name
+        assert (param.grad is not None) == is_new, name
+    assert model.item_projection.weight.grad.abs().sum() > 0
+    assert model.special_token_embedding.weight.grad.abs().sum() > 0
+    ups = [p for n, p in model.named_parameters() if n.endswith("adapter.up.weight")]
+    assert len(ups) == 2 * 2  # two adapters in each of the 2 layers
+    assert all(p.grad.abs().sum() > 0 for p in ups)
+
+
+def test_fresh_adapters_reproduce_the_backbone(model, ml100k_config):
+    reference, _ = load_backbone("tiny-random", ml100k_config["backbone_cache_dir"])
+    reference = reference.base_model.eval()
+    model.eval()
+    input_ids = torch.randint(0, model.vocab_size, (3, 17))
+    mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        ours = model.llm(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        theirs = reference(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    # and a trained (non-zero) adapter does change them
+    with torch.no_grad():
+        next(a for n, a in model.named_modules() if n.endswith("adapter")).up.weight.fill_(0.1)
+        changed = model.llm(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    assert not torch.allclose(changed, theirs, atol=1e-3)
+
+
+def test_leave_one_out_inputs_never_contain_the_predicted_item(splits, ml100k_dataset):
+    """Per user, train predicts the 3rd-last item, valid the 2nd-last, test the last, and each
+    input is exactly the history before its target (users with untruncated histories)."""
+    uid, iid = ml100k_dataset.uid_field, ml100k_dataset.iid_field
+    train, valid, test = (s._dataset.inter_feat for s in splits)
+    assert len(train) == len(valid) == len(test) == 943  # one training sample per user
+    # whole chronological history: the longest augmented prefix of each user plus its target
+    raw = ml100k_dataset.inter_feat
+    histories = {}
+    for u, seq, length, target in zip(
+        raw[uid].tolist(), raw["item_id_list"].tolist(), raw["item_length"].tolist(), raw[iid].tolist()
+    ):
+        if length >= len(histories.get(u, [])):
+            histories[u] = seq[:length] + [target]
+    checked = 0
+    for split, back in ((test, 1), (valid, 2), (train, 3)):
+        for u, seq, length, target in zip(
+            split[uid].tolist(), split["item_id_list"].tolist(), split["item_length"].tolist(), split[iid].tolist()
+        ):
+            full = histories[u]
+            if len(full) >= 50:  # RecBole truncated this user's prefixes to 50 items
+                continue
+            assert target == full[-back]
+            assert seq[:length] == full[: len(full) - back]
+            assert target not in seq[:length]  # ml-100k has no repeated user-item pairs
+            checked += 1
+    assert checked > 3 * 300  # 375 of the 943 users have fewer than 50 ratings
+
+
+def test_model_window_is_the_end_of_the_history_and_excludes_the_target(splits, model):
+    batch = _first_batch(splits[2])[0]  # test loader yields (interaction, history, pos_u, pos_i)
+    from recbole_mixrec.model.inputs import last_items
+
+    window, count = last_items(batch["item_id_list"], batch["item_length"], model.max_seq_items)
+    for row in range(len(count)):
+        history = batch["item_id_list"][row, : batch["item_length"][row]].tolist()
+        assert window[row, : count[row]].tolist() == history[-model.max_seq_items:]
+        assert batch["item_id"][row].item() not in window[row, : count[row]].tolist() or (
+            batch["item_id"][row].item() in history  # a re-consumed item is legitimately in the past
+        )
+
+
+def test_losses_are_finite_and_full_sort_scores_every_item(model, splits):
+    losses = model.calculate_loss(_first_batch(splits[0]))
+    assert len(losses) == len(model.loss_names) == 2
+    assert all(torch.isfinite(l) and l > 0 for l in losses)
+    model.eval()
+    batch = _first_batch(splits[2])[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        single = model.predict(batch)
+    assert scores.shape == (len(batch), model.n_items)
+    torch.testing.assert_close(single, scores.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1))
+
+
+def test_llmrec_variant_has_no_adapters_and_no_align_loss(ml100k_config, splits):
+    ml100k_config["use_adapters"] = False
+    try:
+        llmrec = MixRec(ml100k_config, splits[0]._dataset)
+    finally:
+        ml100k_config["use_adapters"] = True
+    assert not any(".adapter." in n for n, _ in llmrec.named_parameters())
+    assert llmrec.calculate_loss(_first_batch(splits[0]))[1].item() == 0.0
+    trainable = {n.split(".")[0] for n, p in llmrec.named_parameters() if p.requires_grad}
+    assert trainable == {"special_token_embedding", "item_projection"}
+
+
+def test_state_dict_holds_only_trainable_weights_and_loads_back(model, ml100k_config, splits):
+    state = model.state_dict()
+    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
+    torch.manual_seed(1)
+    other = MixRec(ml100k_config, splits[0]._dataset)
+    assert not torch.equal(other.item_projection.weight, model.item_projection.weight)
+    other.load_state_dict(state)
+    assert torch.equal(other.item_projection.weight, model.item_projection.weight)
+    with pytest.raises(RuntimeError, match="does not match"):
+        other.load_state_dict({**state, "bogus.weight": torch.zeros(1)})
+    assert np.isfinite(sum(v.sum().item() for v in state.values()))
