@@ -49,7 +49,9 @@ def fill_defaults(config, model):
     Keys the user set (files, ``config_dict`` or command line) win; RecBole's own internal
     defaults lose, as they would if our files had been passed in ``config_file_list``.
     """
-    user_keys = set(config.external_config_dict)
+    # eval_args is normalised while RecBole builds the Config; its sequential-model defaults
+    # are already ours (leave-one-out, temporal order, full ranking), so it is left alone
+    user_keys = set(config.external_config_dict) | {"eval_args"}
     filled = []
     for path in config_files(model, config["dataset"]):
         for key, value in read_yaml(path).items():
