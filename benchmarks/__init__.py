@@ -1,0 +1,1 @@
+"""Benchmark runners for recbole_mixrec (``python -m benchmarks.compare``)."""
