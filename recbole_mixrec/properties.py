@@ -34,7 +34,9 @@ def dataset_file(dataset):
 
 def config_files(model, dataset, extra=None):
     """The plugin's yaml files for a run, lowest priority first, then the user's ``extra``."""
-    files = [overall_file(), dataset_file(dataset), model_file(model)]
+    from recbole_mixrec.registry import yaml_chain
+
+    files = [overall_file(), dataset_file(dataset)] + [model_file(m) for m in yaml_chain(model)]
     return [f for f in files if f] + list(extra or [])
 
 

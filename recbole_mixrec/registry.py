@@ -55,7 +55,18 @@ def allow_recbole_checkpoints():
 def register_all():
     from recbole_mixrec.data.dataset import MixRecDataset
     from recbole_mixrec.model.mixrec import MixRec
+    from recbole_mixrec.model.variants import VARIANTS
     from recbole_mixrec.trainer import MixRecTrainer
 
     allow_recbole_checkpoints()
-    register_model(MixRec, MixRecDataset, MixRecTrainer)
+    for model_class in (MixRec,) + VARIANTS:
+        register_model(model_class, MixRecDataset, MixRecTrainer)
+
+
+def yaml_chain(model):
+    """Model names whose ``properties/model/<name>.yaml`` apply, base class first
+    (a variant of MixRec reads MixRec.yaml, then its own)."""
+    if model not in PLUGIN_MODELS:
+        return [model]
+    model_class = PLUGIN_MODELS[model][0]
+    return [c.__name__ for c in reversed(model_class.__mro__) if c.__name__ in PLUGIN_MODELS]

@@ -19,17 +19,18 @@ def test_last_items_keeps_the_most_recent_items_left_aligned():
 
 def test_pack_items_concatenates_sentences_each_followed_by_the_marker():
     items = torch.tensor([[1, 2, 3], [3, 1, 0]])
-    ids, mask, markers = pack_items(items, torch.tensor([3, 2]), TOKENS, LENGTHS, SEQ, torch.tensor([7]))
+    ids, mask, markers, segments = pack_items(items, torch.tensor([3, 2]), TOKENS, LENGTHS, SEQ, torch.tensor([7]))
     assert ids[0].tolist() == [7, 11, 12, SEQ, 21, SEQ, 31, 32, 33, SEQ]
     assert ids[1].tolist() == [7, 31, 32, 33, SEQ, 11, 12, SEQ, 0, 0]
     assert mask.tolist() == [[1] * 10, [1] * 8 + [0, 0]]
     assert markers[0].tolist() == [3, 5, 9]
     assert markers[1].tolist() == [4, 7, 0]  # invalid slot -> 0
     assert (ids.gather(1, markers[:, :2]) == SEQ).all()
+    assert segments.tolist() == [[-1, 0, 0, 0, 1, 1, 2, 2, 2, 2], [-1, 0, 0, 0, 0, 1, 1, 1, -2, -2]]
 
 
 def test_pack_items_without_prefix_for_single_items():
-    ids, mask, markers = pack_items(
+    ids, mask, markers, _ = pack_items(
         torch.tensor([[2], [3]]), torch.tensor([1, 1]), TOKENS, LENGTHS, SEQ, torch.tensor([], dtype=torch.long)
     )
     assert ids.tolist() == [[21, SEQ, 0, 0], [31, 32, 33, SEQ]]

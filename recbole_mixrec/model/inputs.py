@@ -38,7 +38,8 @@ def pack_items(items, item_count, token_ids, token_lengths, marker_id, prefix_id
         prefix_ids (LongTensor): ``[P]`` tokens put before the first item (BOS, prompt).
     Returns:
         input_ids ``[B, L]`` (padding 0), attention_mask ``[B, L]``, marker_positions ``[B, n]``
-        (position of the marker after each item; 0 for invalid slots).
+        (position of the marker after each item; 0 for invalid slots), segments ``[B, L]``
+        (the item slot of each token, its marker included; -1 for prefix tokens, -2 for padding).
     """
     batch, n_slots = items.shape
     tokens = token_ids[items]  # [B, n, T]
@@ -65,7 +66,14 @@ def pack_items(items, item_count, token_ids, token_lengths, marker_id, prefix_id
     input_ids[rows[flat_valid], packed_pos[flat_valid]] = flat_ids[flat_valid]
     attention_mask = torch.arange(seq_len, device=items.device) < flat_valid.sum(1, keepdim=True)
 
+    flat_segments = torch.cat(
+        [torch.full_like(prefix, -1), torch.arange(n_slots, device=items.device).repeat_interleave(width).expand(batch, -1)],
+        dim=1,
+    )
+    segments = torch.full_like(input_ids, -2)
+    segments[rows[flat_valid], packed_pos[flat_valid]] = flat_segments[flat_valid]
+
     marker_flat = prefix.size(1) + torch.arange(n_slots, device=items.device) * width
     marker_index = marker_flat.unsqueeze(0) + lengths  # [B, n] index into the flat layout
     marker_positions = packed_pos.gather(1, marker_index) * (lengths > 0)
-    return input_ids, attention_mask.long(), marker_positions
+    return input_ids, attention_mask.long(), marker_positions, segments

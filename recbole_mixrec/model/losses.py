@@ -1,5 +1,6 @@
 """MixRec's losses, one function per equation (spec sections 2 and 3.5)."""
 
+import torch
 import torch.nn.functional as F
 
 
@@ -24,3 +25,21 @@ def alignment_loss(logits, items):
         items (LongTensor): ``[A]``.
     """
     return F.cross_entropy(logits, items)
+
+
+def info_nce(anchors, positives, negatives, negative_mask, temperature):
+    """L_cl (spec 2, "Distinguish hard samples"): InfoNCE with f(a, b) = exp(cos(a, b) / tau).
+
+    Args:
+        anchors (FloatTensor): ``[S, d]`` h^SEQ at the sampled positions.
+        positives (FloatTensor): ``[S, d]`` h^ALIGN of each position's next item.
+        negatives (FloatTensor): ``[S, K, d]`` h^ALIGN of hard negatives of that next item.
+        negative_mask (BoolTensor): ``[S, K]`` which negatives exist.
+    Returns:
+        mean over S of -log f(a, p) / (f(a, p) + sum_n f(a, n)).
+    """
+    pos = F.cosine_similarity(anchors, positives, dim=-1) / temperature
+    neg = F.cosine_similarity(anchors.unsqueeze(1), negatives, dim=-1) / temperature
+    neg = neg.masked_fill(~negative_mask, float("-inf"))
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+    return -(pos - logits.logsumexp(dim=1)).mean()

@@ -6,9 +6,12 @@ Reference:
     "Beyond Inter-Item Relations: Dynamic Adaptive Mixture-of-Experts for LLM-Based Sequential
     Recommendation" (arXiv 2408.07427); restated in ``shared/spec/mixrec.md``.
 
-This file is MixRec_base (spec section 2): a frozen decoder-only LLM with bottleneck adapters,
-two new tokens ``[ALIGN]`` and ``[SEQ]`` and an item projection head, trained with
-L_seq + lambda_align * L_align.
+A frozen decoder-only LLM reads item sentences. MixRec_base (spec 2) adds bottleneck adapters,
+two new tokens ``[ALIGN]`` and ``[SEQ]`` and an item projection head. Full MixRec (spec 3)
+replaces decoder layers by DAMoE layers (causal and context experts, gate, recommendation
+adapter; ``damoe.py``), injects CF vectors as extra key/value positions (``cf.py``), and adds
+the hard-negative InfoNCE loss. Loss (spec 3.5):
+L = L_seq + lambda_align L_align + lambda_cl L_cl + lambda_cf L_cf.
 """
 
 import torch
@@ -18,21 +21,26 @@ from recbole.utils import InputType
 
 from recbole_mixrec.backbone import load_backbone, sequence_prefix_ids
 from recbole_mixrec.model.adapters import insert_adapters
+from recbole_mixrec.model.attention import ExpertMasks
+from recbole_mixrec.model.cf import bpr_loss, build_cf_model, pretrain_cf
+from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
 from recbole_mixrec.model.inputs import last_items, pack_items
-from recbole_mixrec.model.losses import alignment_loss, next_item_loss
+from recbole_mixrec.model.losses import alignment_loss, info_nce, next_item_loss
 
 
 class MixRec(SequentialRecommender):
-    r"""MixRec_base: an LLM reads item sentences, ``[SEQ]`` after each item predicts the next.
+    r"""MixRec: an LLM reads item sentences, ``[SEQ]`` after each item predicts the next.
 
     NOTE: the frozen backbone's weights are not part of ``state_dict()``; checkpoints hold the
     trainable weights only and the backbone is rebuilt from the ``backbone`` config key.
-    L_seq and L_align are means, not sums (see ``losses.py``). The alignment items of a batch
-    are the items the batch predicts, at most ``align_batch_size`` of them.
+    L_seq, L_align, L_cl and L_cf are means, not sums. The items encoded for L_align in a
+    batch are the items the batch predicts (at most ``align_batch_size``). CF vectors have no
+    position (no rotary embedding). Alignment inputs see their own item's CF vector
+    (``cf_in_align``, spec 3.2 decision).
     """
 
     input_type = InputType.POINTWISE
-    loss_names = ("seq", "align")
+    loss_names = ("seq", "align", "cl", "cf")
 
     def __init__(self, config, dataset):
         super(MixRec, self).__init__(config, dataset)
@@ -41,13 +49,29 @@ class MixRec(SequentialRecommender):
         self.backbone_name = config["backbone"]
         self.backbone_layers = config["backbone_layers"]
         self.use_adapters = config["use_adapters"]
+        self.use_damoe = config["damoe"] and self.use_adapters
+        self.architecture = config["architecture"]
+        self.replace_freq = config["replace_freq"]
+        self.attention_impl = config["attention_impl"]
+        self.causal_experts = config["causal_experts"]
         self.adapter_bottleneck = config["adapter_bottleneck"]
         self.adapter_act = config["adapter_act"]
         self.adapter_init_std = config["adapter_init_std"]
         self.max_seq_items = config["max_seq_items"]
         self.lambda_align = config["lambda_align"] if self.use_adapters else 0.0
         self.align_batch_size = config["align_batch_size"]
+        self.lambda_cl = config["lambda_cl"] or 0.0
+        self.cl_n_s = config["cl_n_s"]
+        self.cl_n_neg = config["cl_n_neg"]
+        self.cl_temperature = config["cl_temperature"]
+        self.cf_model_name = config["cf_model"] if self.use_damoe else "none"
+        self.cf_embedding_size = config["cf_embedding_size"]
+        self.cf_trainable = config["cf_trainable"]
+        self.lambda_cf = (config["lambda_cf"] or 0.0) if self.cf_trainable else 0.0
+        self.cf_in_align = config["cf_in_align"]
         self.initializer_range = config["initializer_range"]
+        if config["cf_model"] not in (None, "none") and not self.use_damoe:
+            raise ValueError("cf_model needs DAMoE layers (damoe: True): CF vectors enter there")
 
         # define layers and loss
         causal_lm, tokenizer = load_backbone(
@@ -57,15 +81,27 @@ class MixRec(SequentialRecommender):
         backbone_params = {id(p) for p in self.llm.parameters()}
         self.vocab_size = self.llm.get_input_embeddings().num_embeddings
         self.hidden_size = self.llm.config.hidden_size
-        if self.use_adapters:
-            insert_adapters(
-                self.llm, self.adapter_bottleneck, self.adapter_act, self.adapter_init_std
+        adapter_args = (self.adapter_bottleneck, self.adapter_act, self.adapter_init_std)
+        self.damoe_layers = []
+        if self.use_damoe:
+            self.damoe_layers = insert_damoe_layers(
+                self.llm, self.architecture, self.replace_freq, *adapter_args
             )
+        elif self.use_adapters:
+            insert_adapters(self.llm, *adapter_args)
         # [SEQ] and [ALIGN] get their own trainable table instead of resizing the frozen one
         self.special_token_embedding = nn.Embedding(2, self.hidden_size)
         self.seq_token_id, self.align_token_id = self.vocab_size, self.vocab_size + 1
         self.item_projection = nn.Linear(self.hidden_size, self.n_items)
+        self.cf_model = build_cf_model(
+            self.cf_model_name, dataset.user_num, self.n_items, self.cf_embedding_size
+        )
+        if self.cf_model is not None:
+            self.cf_user_projection = nn.Linear(self.cf_embedding_size, self.hidden_size)
+            self.cf_item_projection = nn.Linear(self.cf_embedding_size, self.hidden_size)
         self._init_new_weights()
+        if self.cf_model is not None and not self.cf_trainable:
+            self._pretrain_and_freeze_cf(dataset, config["cf_pretrain_epochs"])
 
         item_tokens = dataset.item_tokens
         self.register_buffer("item_token_ids", item_tokens.token_ids, persistent=False)
@@ -76,6 +112,15 @@ class MixRec(SequentialRecommender):
         self.register_buffer(
             "align_prefix_ids", torch.tensor(prefix + prompt, dtype=torch.long), persistent=False
         )
+        negatives, sizes = getattr(dataset, "hard_negatives", (torch.zeros(self.n_items, 1), None))
+        self.register_buffer("hard_negatives", negatives.long(), persistent=False)
+        self.register_buffer(
+            "hard_negative_sizes",
+            sizes if sizes is not None else torch.zeros(self.n_items, dtype=torch.long),
+            persistent=False,
+        )
+        if self.lambda_cl > 0 and sizes is None:
+            raise ValueError("lambda_cl > 0 needs the dataset's hard negatives (MixRecDataset)")
         self.frozen_backbone_keys = {
             name for name, p in self.named_parameters() if id(p) in backbone_params
         }
@@ -86,6 +131,13 @@ class MixRec(SequentialRecommender):
         self.special_token_embedding.weight.data.copy_(mean.expand(2, -1))
         nn.init.normal_(self.item_projection.weight, std=self.initializer_range)
         nn.init.zeros_(self.item_projection.bias)
+
+    def _pretrain_and_freeze_cf(self, dataset, epochs):
+        """``cf_trainable: False``: fit the CF model with BPR first, then freeze it."""
+        users, items = dataset.train_pairs
+        loss = pretrain_cf(self.cf_model, users, items, self.n_items, epochs)
+        self.logger.info(f"CF model pre-trained for {epochs} epochs (BPR {loss:.4f}), now frozen")
+        self.cf_model.requires_grad_(False)
 
     # ----- checkpoints: trainable weights only -------------------------------------------
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
@@ -115,55 +167,134 @@ class MixRec(SequentialRecommender):
         special = self.special_token_embedding((input_ids - self.vocab_size).clamp(min=0))
         return torch.where(is_special.unsqueeze(-1), special, embeds)
 
-    def _hidden_at(self, input_ids, attention_mask, positions):
+    def _hidden_at(self, packed, positions, cf_states=None, cf_valid=None):
         """Last-layer hidden states ``[B, k, d]`` at ``positions`` ``[B, k]``."""
+        input_ids, attention_mask, _, segments = packed
+        kwargs = {}
+        if self.damoe_layers:
+            masks = ExpertMasks.build(segments, attention_mask, cf_valid, positions.size(1))
+            kwargs["damoe_inputs"] = DAMoEInputs(
+                masks, cf_states, self.attention_impl, self.causal_experts
+            )
         hidden = self.llm(
-            inputs_embeds=self._embed(input_ids), attention_mask=attention_mask, use_cache=False
+            inputs_embeds=self._embed(input_ids), attention_mask=attention_mask,
+            use_cache=False, **kwargs,
         ).last_hidden_state
         return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
 
-    def forward(self, item_seq, item_seq_len):
+    def _cf_vectors(self, users, items, item_valid):
+        """Projected CF vectors ``[B, 1 + n, d]`` (user, then items) and their validity."""
+        if self.cf_model is None:
+            return None, None
+        batch = items.size(0)
+        if users is None:  # alignment inputs: no user
+            user_states = items.new_zeros(batch, 1, self.hidden_size, dtype=torch.float)
+            user_valid = torch.zeros(batch, 1, dtype=torch.bool, device=items.device)
+        else:
+            user_states = self.cf_user_projection(self.cf_model.user_embedding(users)).unsqueeze(1)
+            user_valid = torch.ones(batch, 1, dtype=torch.bool, device=items.device)
+        item_states = self.cf_item_projection(self.cf_model.item_embedding(items))
+        return torch.cat([user_states, item_states], 1), torch.cat([user_valid, item_valid], 1)
+
+    def forward(self, item_seq, item_seq_len, user=None):
         """h^SEQ after each of the last ``max_seq_items`` history items.
 
         Returns:
             hidden ``[B, m, d]``, window ``[B, m]`` (the items read), count ``[B]``.
         """
         window, count = last_items(item_seq, item_seq_len, self.max_seq_items)
-        input_ids, attention_mask, seq_positions = pack_items(
+        packed = pack_items(
             window, count, self.item_token_ids, self.item_token_lengths,
             self.seq_token_id, self.seq_prefix_ids,
         )
-        return self._hidden_at(input_ids, attention_mask, seq_positions), window, count
+        slot_valid = torch.arange(window.size(1), device=window.device) < count.unsqueeze(1)
+        cf_states, cf_valid = self._cf_vectors(user, window, slot_valid)
+        return self._hidden_at(packed, packed[2], cf_states, cf_valid), window, count
 
     def item_representation(self, items):
         """h^ALIGN of each item ``[A] -> [A, d]``: prompt, item sentence, ``[ALIGN]``."""
         ones = torch.ones_like(items)
-        input_ids, attention_mask, positions = pack_items(
+        packed = pack_items(
             items.unsqueeze(1), ones, self.item_token_ids, self.item_token_lengths,
             self.align_token_id, self.align_prefix_ids,
         )
-        return self._hidden_at(input_ids, attention_mask, positions).squeeze(1)
+        own_cf = torch.full_like(items.unsqueeze(1), self.cf_in_align, dtype=torch.bool)
+        cf_states, cf_valid = self._cf_vectors(None, items.unsqueeze(1), own_cf)
+        return self._hidden_at(packed, packed[2], cf_states, cf_valid).squeeze(1)
 
     # ----- RecBole interface ----------------------------------------------------------------
     def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        user = interaction[self.USER_ID]
         target = interaction[self.POS_ITEM_ID]
-        hidden, window, count = self.forward(item_seq, item_seq_len)
+        hidden, window, count = self.forward(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], user
+        )
         # position j predicts window item j+1; the last read item predicts the target
         labels = torch.cat([window[:, 1:], window.new_zeros(window.size(0), 1)], dim=1)
         labels.scatter_(1, (count - 1).unsqueeze(1), target.unsqueeze(1))
         loss_seq = next_item_loss(self.item_projection(hidden), labels)
+        zero = torch.zeros_like(loss_seq)
+
+        align_items = labels[labels > 0].unique()
+        if align_items.numel() > self.align_batch_size:
+            keep = torch.randperm(align_items.numel(), device=align_items.device)
+            align_items = align_items[keep[: self.align_batch_size]]
         if self.lambda_align <= 0:
-            return loss_seq, torch.zeros_like(loss_seq)
-        items = labels[labels > 0].unique()
-        if items.numel() > self.align_batch_size:
-            items = items[torch.randperm(items.numel(), device=items.device)[: self.align_batch_size]]
-        loss_align = alignment_loss(self.item_projection(self.item_representation(items)), items)
-        return loss_seq, self.lambda_align * loss_align
+            align_items = align_items[:0]
+        cl_anchors, cl_items, cl_mask = self._sample_contrastive(hidden, labels)
+        # one LLM pass encodes every item that L_align and L_cl need
+        needed = torch.cat([align_items, cl_items.flatten()]).unique()
+        loss_align, loss_cl = zero, zero
+        if needed.numel() > 0:
+            reps = self.item_representation(needed)
+            lookup = torch.zeros(self.n_items, dtype=torch.long, device=needed.device)
+            lookup[needed] = torch.arange(needed.numel(), device=needed.device)
+            if align_items.numel() > 0:
+                logits = self.item_projection(reps[lookup[align_items]])
+                loss_align = self.lambda_align * alignment_loss(logits, align_items)
+            if cl_items.numel() > 0:
+                item_reps = reps[lookup[cl_items]]  # [S, 1 + K, d]
+                loss_cl = self.lambda_cl * info_nce(
+                    cl_anchors, item_reps[:, 0], item_reps[:, 1:], cl_mask, self.cl_temperature
+                )
+        loss_cf = zero
+        if self.cf_model is not None and self.lambda_cf > 0:
+            rows = labels > 0
+            users = user.unsqueeze(1).expand_as(labels)[rows]
+            negatives = torch.randint(1, self.n_items, users.shape, device=users.device)
+            loss_cf = self.lambda_cf * bpr_loss(self.cf_model, users, labels[rows], negatives)
+        return loss_seq, loss_align, loss_cl, loss_cf
+
+    def _sample_contrastive(self, hidden, labels):
+        """Pick ``cl_n_s`` positions per sequence whose next item has hard negatives.
+
+        Returns anchors ``[S, d]`` (h^SEQ), items ``[S, 1 + K]`` (next item, then ``cl_n_neg``
+        negatives drawn from its hard set, with replacement) and a mask ``[S, K]``.
+        """
+        empty = labels.new_zeros(0, 1 + self.cl_n_neg)
+        if self.lambda_cl <= 0:
+            return hidden.new_zeros(0, self.hidden_size), empty, empty[:, 1:].bool()
+        sizes = self.hard_negative_sizes[labels] * (labels > 0)
+        weights = (sizes > 0).float()
+        has_any = weights.sum(1) > 0
+        rows = has_any.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return hidden.new_zeros(0, self.hidden_size), empty, empty[:, 1:].bool()
+        n_s = min(self.cl_n_s, int(weights[rows].sum(1).min()))
+        cols = torch.multinomial(weights[rows], n_s)  # [R, n_s] without replacement
+        rows = rows.unsqueeze(1).expand_as(cols).reshape(-1)
+        cols = cols.reshape(-1)
+        positives = labels[rows, cols]
+        n_hard = self.hard_negative_sizes[positives]
+        draw = (torch.rand(len(positives), self.cl_n_neg, device=labels.device) * n_hard.unsqueeze(1)).long()
+        negatives = self.hard_negatives[positives.unsqueeze(1), draw]
+        items = torch.cat([positives.unsqueeze(1), negatives], dim=1)
+        return hidden[rows, cols], items, torch.ones_like(negatives, dtype=torch.bool)
 
     def _last_hidden(self, interaction):
-        hidden, _, count = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        hidden, _, count = self.forward(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
+        )
         return hidden[torch.arange(hidden.size(0), device=hidden.device), count - 1]
 
     def predict(self, interaction):

@@ -1,0 +1,185 @@
+"""The dynamic adaptive mixture-of-experts (DAMoE) layer (spec section 3.3).
+
+A DAMoE layer takes the place of a frozen decoder layer and reuses its weights:
+
+    x = LN1(h);  Q, K, V computed once from x (and K, V of the CF vectors, spec 3.2)
+    q = F_causal(SelfAttn(x, MASK_causal)),   p = F_context(SelfAttn(x, MASK_context))
+    beta = softmax(W_gate [q; p] + b_gate)  per token;   h' = h + beta_1 q + beta_2 p
+    out = h' + F_rec(MLP(LN2(h')))
+
+Each expert F is serial, Adapter(SelfAttn(x)), or parallel, (SelfAttn(x) + Adapter(x)) / 2,
+as chosen by the layer's three characters of the ``architecture`` string.
+
+The backbone's own model class runs the layer stack; the DAMoE layer receives the batch's
+masks and CF vectors as the keyword argument ``damoe_inputs`` that HF models pass through to
+every layer. Supported layouts: Llama-type attention (Llama, Mistral, Qwen2, SmolLM).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recbole_mixrec.backbone import BackboneError
+from recbole_mixrec.model.adapters import BottleneckAdapter
+from recbole_mixrec.model.attention import ExpertMasks, expert_attention
+
+ARCHITECTURE_CHOICES = 3  # F_causal, F_context, rec adapter
+
+
+@dataclass
+class DAMoEInputs:
+    """What every DAMoE layer of one forward pass needs (built once per pass)."""
+
+    masks: ExpertMasks
+    cf_states: torch.Tensor | None  # [B, C, d] projected CF vectors (user, item slots)
+    impl: str = "blocks"  # 'blocks' (efficient) or 'dense' (reference)
+    context_is_causal: bool = False  # MixRec_causal2: both experts causal
+
+
+def parse_architecture(architecture, n_layers):
+    """``architecture`` -> list of ``n_layers`` triples of bools (True = parallel).
+
+    Accepts a string of ``3 * n_layers`` characters in {s, p}, a list of 0/1, or None
+    (all serial).
+    """
+    expected = ARCHITECTURE_CHOICES * n_layers
+    if architecture is None or architecture == "":
+        flags = [False] * expected
+    elif isinstance(architecture, str):
+        text = architecture.strip().lower()
+        if set(text) - {"s", "p"}:
+            raise ValueError(f"architecture '{architecture}': use only the characters 's' and 'p'")
+        flags = [c == "p" for c in text]
+    else:
+        if any(int(v) not in (0, 1) for v in architecture):
+            raise ValueError(f"architecture {architecture}: a list must hold only 0 and 1")
+        flags = [bool(int(v)) for v in architecture]
+    if len(flags) != expected:
+        raise ValueError(
+            f"architecture has {len(flags)} choices but the model has {n_layers} DAMoE layers "
+            f"x {ARCHITECTURE_CHOICES} = {expected} (F_causal, F_context, rec adapter per layer)"
+        )
+    return [tuple(flags[i : i + 3]) for i in range(0, expected, 3)]
+
+
+def damoe_layer_indices(n_layers, replace_freq):
+    """0-based indices of the layers that become DAMoE layers: every ``replace_freq``-th one."""
+    if replace_freq < 1:
+        raise ValueError(f"replace_freq={replace_freq}: must be >= 1")
+    return [k for k in range(n_layers) if (k + 1) % replace_freq == 0]
+
+
+class AdapterExpert(nn.Module):
+    """An adapter around a frozen sub-layer, serial or parallel (spec 3.3)."""
+
+    def __init__(self, hidden_size, bottleneck, act, init_std, parallel):
+        super().__init__()
+        self.parallel = parallel
+        self.adapter = BottleneckAdapter(hidden_size, bottleneck, act, init_std)
+
+    def forward(self, sublayer_out, sublayer_in):
+        if self.parallel:
+            return (sublayer_out + self.adapter(sublayer_in)) / 2
+        return self.adapter(sublayer_out)
+
+    def extra_repr(self):
+        return "parallel" if self.parallel else "serial"
+
+
+class LlamaAttentionProjections:
+    """Q/K/V/O of a frozen Llama-type attention module, used without its forward."""
+
+    def __init__(self, attention):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            if not hasattr(attention, name):
+                raise BackboneError(
+                    f"DAMoE layers need Llama-type attention (q/k/v/o_proj); got {type(attention).__name__}"
+                )
+        self.attention = attention
+        self.head_dim = attention.head_dim
+        self.groups = attention.num_key_value_groups
+        self.scale = attention.scaling
+
+    def _heads(self, x, proj):
+        return proj(x).view(*x.shape[:-1], -1, self.head_dim).transpose(1, 2)
+
+    def qkv(self, x, position_embeddings):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        attn = self.attention
+        q, k, v = (self._heads(x, p) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return q, self._repeat(k), self._repeat(v)
+
+    def kv_without_position(self, x):
+        """K/V of the CF vectors: they have no position, so no rotary embedding (decision)."""
+        attn = self.attention
+        return self._repeat(self._heads(x, attn.k_proj)), self._repeat(self._heads(x, attn.v_proj))
+
+    def _repeat(self, x):
+        return x.repeat_interleave(self.groups, dim=1) if self.groups > 1 else x
+
+    def output(self, heads):
+        batch, _, length, _ = heads.shape
+        return self.attention.o_proj(heads.transpose(1, 2).reshape(batch, length, -1))
+
+
+class DAMoELayer(nn.Module):
+    """Replaces one frozen decoder layer; ``choices`` = (causal, context, rec) parallel flags."""
+
+    def __init__(self, layer, choices, bottleneck, act="gelu", init_std=0.02):
+        super().__init__()
+        self.layer = layer  # frozen: its norms, attention projections and MLP are reused
+        self.attention_type = getattr(layer, "attention_type", None)
+        self.projections = LlamaAttentionProjections(layer.self_attn)
+        hidden = layer.self_attn.o_proj.out_features
+        causal_p, context_p, rec_p = choices
+        self.causal_expert = AdapterExpert(hidden, bottleneck, act, init_std, causal_p)
+        self.context_expert = AdapterExpert(hidden, bottleneck, act, init_std, context_p)
+        self.rec_adapter = AdapterExpert(hidden, bottleneck, act, init_std, rec_p)
+        self.gate = nn.Linear(2 * hidden, 2)
+        nn.init.zeros_(self.gate.weight)  # start as an even mixture of the two experts
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(self, hidden_states, position_embeddings=None, damoe_inputs=None, **kwargs):
+        if damoe_inputs is None:
+            raise RuntimeError("a DAMoE layer needs damoe_inputs (masks and CF vectors)")
+        layer, proj = self.layer, self.projections
+        x = layer.input_layernorm(hidden_states)
+        q, k, v = proj.qkv(x, position_embeddings)
+        k_cf = v_cf = None
+        if damoe_inputs.cf_states is not None:
+            k_cf, v_cf = proj.kv_without_position(layer.input_layernorm(damoe_inputs.cf_states))
+        causal, context = expert_attention(
+            q, k, v, k_cf, v_cf, damoe_inputs.masks, proj.scale,
+            damoe_inputs.impl, damoe_inputs.context_is_causal,
+        )
+        q_t = self.causal_expert(proj.output(causal), x)
+        p_t = self.context_expert(proj.output(context), x)
+        beta = self.gate_weights(q_t, p_t)
+        hidden_states = hidden_states + beta[..., :1] * q_t + beta[..., 1:] * p_t
+        y = layer.post_attention_layernorm(hidden_states)
+        return hidden_states + self.rec_adapter(layer.mlp(y), y)
+
+    def gate_weights(self, q_t, p_t):
+        """The per-token mixture weights ``[..., 2]`` (they sum to 1)."""
+        return self.gate(torch.cat([q_t, p_t], dim=-1)).softmax(-1)
+
+
+def insert_damoe_layers(llm, architecture, replace_freq, bottleneck, act="gelu", init_std=0.02):
+    """Replace every ``replace_freq``-th decoder layer of ``llm`` by a DAMoE layer.
+
+    Returns the list of DAMoE layers.
+    """
+    from recbole_mixrec.backbone import decoder_layers
+
+    layers = decoder_layers(llm)
+    indices = damoe_layer_indices(len(layers), replace_freq)
+    choices = parse_architecture(architecture, len(indices))
+    inserted = []
+    for index, layer_choices in zip(indices, choices):
+        layers[index] = DAMoELayer(layers[index], layer_choices, bottleneck, act, init_std)
+        inserted.append(layers[index])
+    return inserted

@@ -1,0 +1,67 @@
+"""The MixRec architecture search space (spec section 3.4).
+
+Each DAMoE layer has three binary choices, in this order: the causal expert ``F_causal``, the
+context expert ``F_context`` and the recommendation adapter around the feed-forward block.
+``0`` / ``'s'`` is serial, ``1`` / ``'p'`` parallel. A design for ``L_d`` DAMoE layers is
+``z in {0,1}^(3 L_d)``; the model reads it as the config key ``architecture``, a string of
+``3 L_d`` characters in ``{s, p}`` (``"spsssp"`` for two layers).
+"""
+
+import torch
+
+CHOICES_PER_LAYER = 3
+CHOICE_NAMES = ("F_causal", "F_context", "rec_adapter")
+_CHAR = {0: "s", 1: "p"}
+_BIT = {"s": 0, "p": 1}
+
+# decoder layers of the backbones the plugin knows by name (others: read from their config.json)
+KNOWN_BACKBONE_LAYERS = {"tiny-random": 2, "smollm2-135m": 30}
+
+
+def z_to_architecture(z):
+    """``z`` (a sequence or 1-d tensor of 0/1, length ``3 L_d``) -> ``"sp..."`` string."""
+    bits = [int(round(float(v))) for v in (z.tolist() if torch.is_tensor(z) else z)]
+    if len(bits) % CHOICES_PER_LAYER or any(b not in (0, 1) for b in bits):
+        raise ValueError(f"z must be 0/1 of a length divisible by 3, got {bits}")
+    return "".join(_CHAR[b] for b in bits)
+
+
+def architecture_to_z(architecture):
+    """``"sp..."`` string -> list of ints (0 serial, 1 parallel)."""
+    text = str(architecture).strip().lower()
+    if len(text) % CHOICES_PER_LAYER or set(text) - set(_BIT):
+        raise ValueError(
+            f"architecture must be {CHOICES_PER_LAYER} characters in {{s, p}} per DAMoE layer, got '{architecture}'"
+        )
+    return [_BIT[c] for c in text]
+
+
+def num_damoe_layers(n_layers, replace_freq=1):
+    """DAMoE layers among ``n_layers`` when every ``replace_freq``-th layer is replaced:
+    0-based layer ``k`` is a DAMoE layer iff ``(k + 1) % replace_freq == 0``."""
+    n_layers, replace_freq = int(n_layers), int(replace_freq or 1)
+    if n_layers < 0 or replace_freq < 1:
+        raise ValueError(f"need n_layers >= 0 and replace_freq >= 1, got {n_layers}, {replace_freq}")
+    return sum(1 for k in range(n_layers) if (k + 1) % replace_freq == 0)
+
+
+def backbone_num_layers(backbone):
+    """Decoder layers of a backbone (by alias, or from a local folder's ``config.json``)."""
+    if backbone in KNOWN_BACKBONE_LAYERS:
+        return KNOWN_BACKBONE_LAYERS[backbone]
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(backbone)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise ValueError(f"cannot tell how many decoder layers backbone '{backbone}' has")
+
+
+def search_dimension(config):
+    """``3 L_d`` for a MixRec config (RecBole ``Config`` or dict): the layers kept
+    (``backbone_layers``, or all) divided by ``replace_freq``."""
+    get = config.get if isinstance(config, dict) else (lambda k, d=None: config[k] if k in config else d)
+    total = backbone_num_layers(get("backbone", "smollm2-135m"))
+    kept = min(total, int(get("backbone_layers"))) if get("backbone_layers") else total
+    return CHOICES_PER_LAYER * num_damoe_layers(kept, get("replace_freq", 1) or 1)
