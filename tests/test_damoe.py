@@ -1,0 +1,217 @@
+"""Full MixRec (spec 3): masks and leakage, efficient vs dense attention, gate, experts,
+architecture strings, InfoNCE, CF injection."""
+
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from recbole_mixrec.model.attention import ExpertMasks, expert_attention
+from recbole_mixrec.model.damoe import AdapterExpert, damoe_layer_indices, parse_architecture
+from recbole_mixrec.model.losses import info_nce
+from recbole_mixrec.model.masks import causal_mask, context_mask
+from recbole_mixrec.model.mixrec import MixRec
+
+# prefix token, item 0 (2 tokens + [SEQ]), item 1 (1 + [SEQ]), item 2 (2 + [SEQ]), padding
+SEGMENTS = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, 2, 2, -2]])
+ATTENTION = (SEGMENTS > -2).long()
+CF_VALID = torch.tensor([[True, True, True, True]])  # user, items 0..2
+SEQ_POSITIONS = [3, 5, 8]
+
+
+def _visible(mask, row):
+    return set(mask[0, row].nonzero().squeeze(1).tolist())
+
+
+def test_causal_mask_on_a_hand_written_case():
+    mask = causal_mask(SEGMENTS, ATTENTION, CF_VALID)
+    assert mask.shape == (1, 10, 10 + 4)
+    # item 1's [SEQ] (position 5): tokens 0..5, the user (10), CF of items 0 and 1 (11, 12)
+    assert _visible(mask, 5) == {0, 1, 2, 3, 4, 5, 10, 11, 12}
+    # the prefix token sees itself and the user vector only
+    assert _visible(mask, 0) == {0, 10}
+
+
+def test_context_mask_on_a_hand_written_case():
+    mask = context_mask(SEGMENTS, ATTENTION, CF_VALID)
+    assert _visible(mask, 4) == {4, 5, 10, 12}  # own item (both ways), user, own CF
+    assert _visible(mask, 5) == {4, 5, 10, 12}
+    assert _visible(mask, 1) == {1, 2, 3, 10, 11}
+    assert _visible(mask, 9) == {9, 10}  # padding: itself (finite rows) and the user
+
+
+@pytest.mark.parametrize("build", [causal_mask, context_mask])
+def test_no_position_sees_a_later_item_or_its_cf_vector(build):
+    mask = build(SEGMENTS, ATTENTION, CF_VALID)
+    for slot, position in enumerate(SEQ_POSITIONS):
+        visible = _visible(mask, position)
+        later_tokens = {t for t in range(10) if SEGMENTS[0, t] > slot}
+        later_cf = {10 + 1 + j for j in range(slot + 1, 3)}
+        assert not visible & (later_tokens | later_cf), (slot, visible)
+
+
+def test_invalid_cf_positions_are_never_visible():
+    cf_valid = torch.tensor([[True, True, False, False]])
+    for build in (causal_mask, context_mask):
+        mask = build(SEGMENTS, ATTENTION, cf_valid)
+        assert not mask[0, :, 12:].any()
+
+
+def _random_qkv(length=10, heads=3, dim=8, n_cf=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, heads, length, dim, generator=g) for _ in range(3))
+    k_cf, v_cf = (torch.randn(1, heads, n_cf, dim, generator=g) for _ in range(2))
+    return q, k, v, k_cf, v_cf
+
+
+@pytest.mark.parametrize("with_cf", [True, False])
+def test_block_attention_matches_the_dense_reference(with_cf):
+    q, k, v, k_cf, v_cf = _random_qkv()
+    if not with_cf:
+        k_cf = v_cf = None
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, CF_VALID if with_cf else None, n_slots=3)
+    fast = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="blocks")
+    dense = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="dense")
+    valid = ATTENTION[0].bool()
+    for ours, reference in zip(fast, dense):
+        torch.testing.assert_close(ours[:, :, valid], reference[:, :, valid], atol=1e-5, rtol=0)
+
+
+def test_adapter_experts_follow_the_serial_and_parallel_formulas():
+    torch.manual_seed(0)
+    sub_out, sub_in = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    for parallel in (False, True):
+        expert = AdapterExpert(16, 4, "gelu", 0.1, parallel)
+        torch.nn.init.normal_(expert.adapter.up.weight)
+        adapter = expert.adapter
+
+        def formula(h):
+            return adapter.up(torch.nn.functional.gelu(adapter.down(h))) + h
+
+        expected = (sub_out + formula(sub_in)) / 2 if parallel else formula(sub_out)
+        torch.testing.assert_close(expert(sub_out, sub_in), expected)
+
+
+def test_architecture_strings():
+    assert parse_architecture("spp", 1) == [(False, True, True)]
+    assert parse_architecture([0, 1, 0, 1, 1, 1], 2) == [(False, True, False), (True, True, True)]
+    assert parse_architecture(None, 2) == [(False, False, False)] * 2
+    with pytest.raises(ValueError, match="has 4 choices but the model has 2 DAMoE layers"):
+        parse_architecture("spps", 2)
+    with pytest.raises(ValueError, match="only the characters"):
+        parse_architecture("sxp", 1)
+    assert damoe_layer_indices(6, 1) == [0, 1, 2, 3, 4, 5]
+    assert damoe_layer_indices(6, 2) == [1, 3, 5]
+
+
+def test_info_nce_equals_a_hand_computation():
+    anchor = torch.tensor([[1.0, 0.0]])
+    positive = torch.tensor([[1.0, 1.0]])  # cos = 1/sqrt(2)
+    negatives = torch.tensor([[[0.0, 1.0], [-1.0, 0.0]]])  # cos = 0 and -1
+    tau = 0.5
+    f = [torch.exp(torch.tensor(c) / tau) for c in (2 ** -0.5, 0.0, -1.0)]
+    expected = -torch.log(f[0] / (f[0] + f[1] + f[2]))
+    got = info_nce(anchor, positive, negatives, torch.ones(1, 2, dtype=torch.bool), tau)
+    torch.testing.assert_close(got, expected)
+    masked = info_nce(anchor, positive, negatives, torch.tensor([[True, False]]), tau)
+    torch.testing.assert_close(masked, -torch.log(f[0] / (f[0] + f[1])))
+
+
+# ----- the whole model on ml-100k with the random 2-layer backbone ---------------------------
+@pytest.fixture(scope="module")
+def splits(ml100k_config, ml100k_dataset):
+    return data_preparation(ml100k_config, ml100k_dataset)
+
+
+@pytest.fixture(scope="module")
+def batch(splits):
+    return next(iter(splits[0]))
+
+
+def _model(config, splits, **overrides):
+    saved = {key: config[key] for key in overrides}
+    for key, value in overrides.items():
+        config[key] = value
+    try:
+        torch.manual_seed(0)
+        return MixRec(config, splits[0]._dataset)
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def test_full_model_trains_only_new_weights_and_every_layer_is_damoe(ml100k_config, splits, batch):
+    model = _model(ml100k_config, splits, architecture="spppss")
+    assert len(model.damoe_layers) == 2
+    second = model.damoe_layers[1]  # "pss"
+    assert [second.causal_expert.parallel, second.context_expert.parallel, second.rec_adapter.parallel] == [True, False, False]
+    losses = model.calculate_loss(batch)
+    assert all(torch.isfinite(l) for l in losses) and all(l > 0 for l in losses)
+    sum(losses).backward()
+    for name, param in model.named_parameters():
+        if name in model.frozen_backbone_keys:
+            assert not param.requires_grad and param.grad is None, name
+        else:
+            assert param.requires_grad and param.grad is not None, name
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} >= {
+        "llm", "special_token_embedding", "item_projection", "cf_model",
+        "cf_user_projection", "cf_item_projection",
+    }
+
+
+def test_gate_weights_sum_to_one(ml100k_config, splits):
+    layer = _model(ml100k_config, splits).damoe_layers[0]
+    torch.nn.init.normal_(layer.gate.weight)
+    beta = layer.gate_weights(torch.randn(3, 7, 64), torch.randn(3, 7, 64))
+    torch.testing.assert_close(beta.sum(-1), torch.ones(3, 7))
+    assert (beta[..., 0] != 0.5).any()
+
+
+def test_efficient_model_matches_dense_reference_model(ml100k_config, splits, batch):
+    model = _model(ml100k_config, splits, architecture="psspps").eval()
+    for layer in model.damoe_layers:  # non-trivial experts and gate
+        for p in layer.parameters():
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.05)
+    args = (batch["item_id_list"], batch["item_length"], batch["user_id"])
+    with torch.no_grad():
+        fast = model(*args)[0]
+        model.attention_impl = "dense"
+        dense = model(*args)[0]
+    slots = torch.arange(fast.size(1)) < model(*args)[2].unsqueeze(1)
+    torch.testing.assert_close(fast[slots], dense[slots], atol=1e-5, rtol=0)
+
+
+def test_no_seq_position_depends_on_a_later_item(ml100k_config, splits, batch):
+    """Changing item j+1 (its text and its CF vector) leaves h^SEQ at positions <= j unchanged,
+    under both experts, through all layers."""
+    model = _model(ml100k_config, splits, architecture="pppppp").eval()
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    seq, length, user = batch["item_id_list"][:8].clone(), batch["item_length"][:8], batch["user_id"][:8]
+    with torch.no_grad():
+        before, window, count = model(seq, length, user)
+        changed = seq.clone()
+        # replace the last read item of every row by another item
+        last = (length - 1).unsqueeze(1)
+        changed.scatter_(1, last, (seq.gather(1, last) % (model.n_items - 2)) + 1)
+        after, _, _ = model(changed, length, user)
+    for row in range(8):
+        j = int(count[row]) - 1
+        torch.testing.assert_close(after[row, :j], before[row, :j], atol=1e-5, rtol=0)
+        assert not torch.allclose(after[row, j], before[row, j], atol=1e-4)
+
+
+def test_frozen_cf_is_pretrained_then_never_changes(ml100k_config, splits, batch):
+    torch.manual_seed(0)
+    fresh = _model(ml100k_config, splits, cf_model="MF").cf_model.item_embedding.weight.clone()
+    model = _model(ml100k_config, splits, cf_model="MF", cf_trainable=False, cf_pretrain_epochs=2)
+    frozen = model.cf_model.item_embedding.weight.clone()
+    assert not torch.allclose(frozen, fresh)  # pre-trained
+    assert not any(p.requires_grad for p in model.cf_model.parameters())
+    assert model.calculate_loss(batch)[3] == 0  # no L_cf when frozen
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sum(model.calculate_loss(batch)).backward()
+    optimizer.step()
+    assert torch.equal(model.cf_model.item_embedding.weight, frozen)
+    assert "cf_model.item_embedding.weight" in model.state_dict()  # saved: not rebuilt from the backbone
