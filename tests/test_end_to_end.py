@@ -71,7 +71,7 @@ def test_cli_runs_a_recbole_baseline_on_the_same_split(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model=NoSuchRec", "--dataset=ml-100k"], "unknown model 'NoSuchRec': plugin models ['MixRec']"),
+        (["--model=NoSuchRec", "--dataset=ml-100k"], "unknown model 'NoSuchRec': plugin models ['LLMRec', 'MixRec'"),
         (["--model=MixRec", "--dataset=no-such-data"], "dataset 'no-such-data' not found"),
         (["--model=MixRec", "--dataset=amazon-pantry", "--data_path=/nonexistent"],
          "create it with: python -m dataset_tools amazon2018"),
@@ -100,3 +100,20 @@ def test_a_ray_worker_that_imports_the_plugin_resolves_it_by_name(cache_dir):
         assert ray.get(resolve.remote()) == ("MixRec", "MixRecTrainer")
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model, extra",
+    [
+        ("LLMRec", {}),
+        ("MixRec_base", {}),
+        ("MixRec_noBO", {}),
+        ("MixRec_causal2", {}),
+        ("MixRec", {"cf_model": "MF", "architecture": "ppsspp"}),
+        ("MixRec", {"cf_model": "NCF", "cf_trainable": False, "cf_pretrain_epochs": 1}),
+    ],
+)
+def test_every_variant_trains_one_epoch_with_finite_metrics(model, extra, tiny_config_dict):
+    result = run_mixrec(model, "ml-100k", config_dict={**tiny_config_dict, **extra})
+    _check_metrics(result["test_result"])
