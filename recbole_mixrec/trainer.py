@@ -57,6 +57,7 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
         super().__init__(config, model)
         self.warmup_ratio = config["warmup_ratio"]
         self.scheduler = None
+        self._scheduler_hook = None
 
     def _build_optimizer(self, **kwargs):
         # the frozen backbone has no gradients: keep it out of the optimizer state
@@ -71,7 +72,9 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
             self.optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
         )
         # one scheduler step after every optimizer step, whichever loop makes it
-        self.optimizer.register_step_post_hook(lambda *_: self.scheduler.step())
+        if self._scheduler_hook is not None:
+            self._scheduler_hook.remove()
+        self._scheduler_hook = self.optimizer.register_step_post_hook(lambda *_: self.scheduler.step())
         self.logger.info(
             set_color("lr schedule", "blue")
             + f": peak {self.learning_rate}, {warmup_steps} warm-up of {total_steps} steps, cosine"

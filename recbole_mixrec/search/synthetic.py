@@ -1,7 +1,7 @@
 """A synthetic black box over ``{0,1}^d`` with a known optimum, for tests and measurements.
 
 ``f(z) = sum_i w_i z_i + sum_{(i,j) in P} v_ij z_i z_j`` with Gaussian ``w`` and interactions
-on a random set ``P`` of pairs (about ``d`` of them), so that the best design is not the
+on a random set ``P`` of ``d // 2`` pairs (scale 1.0), so that the best design is not the
 coordinate-wise best one. For ``d <= 20`` the optimum is found by enumeration.
 """
 
@@ -11,12 +11,12 @@ import torch
 
 
 class SyntheticProblem:
-    def __init__(self, d=12, seed=0, n_pairs=None, interaction_scale=1.5):
+    def __init__(self, d=12, seed=1, n_pairs=None, interaction_scale=1.0):
         gen = torch.Generator().manual_seed(seed)
         self.d = d
         self.weights = torch.randn(d, generator=gen, dtype=torch.double)
         pairs = list(itertools.combinations(range(d), 2))
-        chosen = torch.randperm(len(pairs), generator=gen)[: (n_pairs or d)]
+        chosen = torch.randperm(len(pairs), generator=gen)[: (n_pairs or d // 2)]
         self.pairs = torch.tensor([pairs[i] for i in chosen.tolist()], dtype=torch.long)
         self.interactions = interaction_scale * torch.randn(len(self.pairs), generator=gen, dtype=torch.double)
         self._optimum = None

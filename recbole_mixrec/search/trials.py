@@ -1,0 +1,180 @@
+"""Real BO trials: train MixRec with one architecture on a user subset, return valid MRR@10.
+
+``prepare_trial_spec`` (driver, once per search) builds the original dataset's Config, writes a
+filtered copy of its atomic files with ``bo_subset_ratio`` of the users (fixed seed) to
+``<search_dir>/data/<dataset>-bo/`` and collects what every trial passes to ``run_mixrec``.
+RecBole always reads its packaged copy for ``dataset='ml-100k'``, hence the ``-bo`` name; the
+plugin only loads ``properties/dataset/<dataset>.yaml`` for the exact name, hence its keys
+(``load_col``, ``item_text_fields``, ...) travel in ``config_dict``.
+
+``train_trial(spec, z, seed, trial_dir)`` runs one trial in this process; ``RayObjective``
+runs it as a Ray task (``.remote(z, seed, trial_dir)``), one CPU and ``bo_trial_threads``
+torch threads each, logging and stdout/stderr redirected to ``<trial_dir>/trial.log``.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+
+from recbole_mixrec.search.space import z_to_architecture
+
+SUBSET_SUFFIX = "-bo"
+
+
+def _dataset_yaml_keys(dataset):
+    from recbole_mixrec.properties import dataset_file, read_yaml
+
+    path = dataset_file(dataset)
+    return list(read_yaml(path)) if path else []
+
+
+def write_user_subset(config, target_root, ratio, seed):
+    """Copy ``config``'s dataset to ``target_root/<dataset>-bo/`` keeping ``ratio`` of the users
+    (chosen with ``seed``); the other atomic files (.item, ...) are copied unchanged.
+    Returns ``(target_root, subset_name, n_users_kept)``."""
+    dataset, source = config["dataset"], config["data_path"]
+    name = f"{dataset}{SUBSET_SUFFIX}"
+    folder = os.path.join(target_root, name)
+    marker = os.path.join(folder, "subset.json")
+    wanted = {"source": os.path.abspath(source), "ratio": float(ratio), "seed": int(seed)}
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as handle:
+            done = json.load(handle)
+        if {k: done.get(k) for k in wanted} == wanted:
+            return target_root, name, done["users_kept"]
+    os.makedirs(folder, exist_ok=True)
+    inter = pd.read_csv(os.path.join(source, f"{dataset}.inter"), sep="\t", dtype=str, keep_default_na=False)
+    uid = next(c for c in inter.columns if c.split(":")[0] == config["USER_ID_FIELD"])
+    users = np.array(sorted(inter[uid].unique()))
+    keep = max(2, int(round(float(ratio) * len(users))))
+    chosen = np.random.RandomState(int(seed)).choice(users, size=min(keep, len(users)), replace=False)
+    inter[inter[uid].isin(set(chosen))].to_csv(
+        os.path.join(folder, f"{name}.inter"), sep="\t", index=False
+    )
+    for file in os.listdir(source):
+        stem, ext = os.path.splitext(file)
+        if stem == dataset and ext not in (".inter",):
+            shutil.copyfile(os.path.join(source, file), os.path.join(folder, f"{name}{ext}"))
+    with open(marker, "w", encoding="utf-8") as handle:
+        json.dump({**wanted, "users_kept": int(len(chosen)), "users_total": int(len(users))}, handle)
+    return target_root, name, int(len(chosen))
+
+
+def prepare_trial_spec(model, dataset, config, search_dir, config_file_list=None, config_dict=None):
+    """Everything a trial needs (a plain, picklable dict) from the search's ``Config``."""
+    data_root, subset_name, kept = write_user_subset(
+        config, os.path.join(search_dir, "data"), config["bo_subset_ratio"], config["bo_seed"]
+    )
+    trial_dict = {k: config[k] for k in _dataset_yaml_keys(dataset) if k in config}
+    trial_dict.update(config_dict or {})
+    trial_dict = {k: v for k, v in trial_dict.items() if not str(k).startswith("bo_")}
+    trial_dict.update({"data_path": os.path.abspath(data_root), "epochs": int(config["bo_trial_epochs"]),
+                       "show_progress": False})
+    return {
+        "model": model,
+        "dataset": subset_name,
+        "config_file_list": [os.path.abspath(f) for f in (config_file_list or [])],
+        "config_dict": trial_dict,
+        "threads": int(config["bo_trial_threads"] or 1),
+        "users_kept": kept,
+    }
+
+
+@contextlib.contextmanager
+def _redirected(log_path):
+    """Root logging, stdout and stderr -> ``log_path`` (restored afterwards)."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    with open(log_path, "a", encoding="utf-8") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root.handlers = [handler]  # RecBole's init_logger then adds nothing (basicConfig no-op)
+        root.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                yield
+        finally:
+            root.handlers, root.level = saved_handlers, saved_level
+
+
+def train_trial(spec, z, seed, trial_dir):
+    """Train ``spec['model']`` with architecture ``z`` on the user subset; returns valid MRR@10."""
+    import torch
+
+    from recbole_mixrec.quick_start import run_mixrec
+
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    trial_dir = os.path.abspath(trial_dir)
+    os.makedirs(trial_dir, exist_ok=True)
+    config_dict = dict(spec["config_dict"])
+    config_dict.update({
+        "architecture": z_to_architecture(z),
+        "seed": int(seed),
+        "checkpoint_dir": os.path.join(trial_dir, "checkpoints"),
+    })
+    cwd = os.getcwd()
+    os.chdir(trial_dir)  # RecBole's init_logger creates ./log/ files: keep them in the trial dir
+    try:
+        with _redirected(os.path.join(trial_dir, "trial.log")), torch.autograd.set_detect_anomaly(False):
+            result = run_mixrec(spec["model"], spec["dataset"], spec["config_file_list"], config_dict, saved=True)
+    finally:
+        os.chdir(cwd)
+    valid = result["best_valid_result"] or {}
+    value = float(valid.get("mrr@10", result["best_valid_score"]))
+    if not math.isfinite(value):
+        raise ValueError(f"trial produced a non-finite valid MRR@10 ({value})")
+    with open(os.path.join(trial_dir, "result.json"), "w", encoding="utf-8") as handle:
+        json.dump({"architecture": config_dict["architecture"], "seed": int(seed), "valid_mrr@10": value,
+                   "best_valid_result": {k: float(v) for k, v in valid.items()},
+                   "test_result": {k: float(v) for k, v in (result["test_result"] or {}).items()}}, handle)
+    return value
+
+
+def _remote_trial(spec, z, seed, trial_dir):
+    import recbole_mixrec  # noqa: F401  registers the plugin in the worker
+
+    return train_trial(spec, z, seed, trial_dir)
+
+
+class RayObjective:
+    """The BO objective as a Ray task: ``.remote(z, seed, trial_dir)`` -> ObjectRef (a float)."""
+
+    def __init__(self, spec, num_cpus=1):
+        import ray
+
+        self.spec = spec
+        self._task = ray.remote(num_cpus=num_cpus, max_retries=0)(_remote_trial)
+
+    def remote(self, z, seed, trial_dir):
+        return self._task.remote(self.spec, list(z), int(seed), trial_dir)
+
+    def __call__(self, z, seed, trial_dir):  # same trial, in this process
+        return train_trial(self.spec, z, seed, trial_dir)
+
+
+def init_ray(address=None, num_cpus=2):
+    """Start (or connect to) Ray with offline HuggingFace and the plugin's model cache in every
+    worker; returns True when this call started Ray (the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {"HF_HUB_OFFLINE": "1"}
+    for key in ("RECBOLE_MIXREC_CACHE", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    kwargs = {"address": address} if address else {"num_cpus": int(num_cpus)}
+    # workers import recbole_mixrec from the installed package; keep their argv out of RecBole
+    ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}, **kwargs)
+    return True
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use python -m recbole_mixrec.search")
