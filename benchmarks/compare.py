@@ -153,13 +153,15 @@ def write_csv(records, path):
 
 
 def is_plugin_model(name):
+    """A MixRec-family model: registered by the plugin and named MixRec*. LLMRec (a paper
+    baseline) and the plugin's other systems (LiteLLM4Rec, Hydra) count as baselines."""
     from recbole_mixrec.registry import PLUGIN_MODELS
 
-    return name in PLUGIN_MODELS
+    return name in PLUGIN_MODELS and name.startswith("MixRec")
 
 
 def improvement(values, is_plugin=is_plugin_model):
-    """Improvement of the best plugin model over the best baseline, e.g. "+20.0%", or "n/a".
+    """Improvement of the best MixRec-family model over the best baseline, e.g. "+20.0%", or "n/a".
 
     ``values`` maps model name to one metric's value.
     """

@@ -42,7 +42,8 @@ def test_improvement_best_plugin_over_best_baseline():
     # plugin membership decides, not the name: with a custom predicate LLMRec is ours
     values = {"LLMRec": 0.11, "MixRec": 0.09, "SASRec": 0.10}
     assert compare.improvement(values, is_plugin=lambda m: m in {"LLMRec", "MixRec"}) == "+10.0%"
-    assert compare.improvement({"LLMRec": 0.11, "SASRec": 0.10}) == "n/a"  # LLMRec not registered
+    assert compare.improvement({"LLMRec": 0.11, "SASRec": 0.10}) == "n/a"  # LLMRec is a baseline
+    assert compare.improvement({"MixRec_base": 0.11, "LLMRec": 0.10}) == "+10.0%"
 
 
 def test_markdown_table_layout_bold_and_improvement():

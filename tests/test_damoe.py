@@ -215,3 +215,10 @@ def test_frozen_cf_is_pretrained_then_never_changes(ml100k_config, splits, batch
     optimizer.step()
     assert torch.equal(model.cf_model.item_embedding.weight, frozen)
     assert "cf_model.item_embedding.weight" in model.state_dict()  # saved: not rebuilt from the backbone
+
+
+def test_replace_freq_keeps_the_other_layers_original(ml100k_config, splits, batch):
+    model = _model(ml100k_config, splits, replace_freq=2, architecture="psp")
+    assert [type(layer).__name__ for layer in model.llm.layers] == ["LlamaDecoderLayer", "DAMoELayer"]
+    assert model.damoe_layers[0].layer is not None
+    assert all(torch.isfinite(loss) for loss in model.calculate_loss(batch))
