@@ -23,10 +23,10 @@ import os
 import sys
 import time
 import traceback
-import warnings
 
 import yaml
 
+from recbole_mixrec.cli import config_entries, quiet_recbole_warnings, split_files
 from recbole_mixrec.errors import MixRecError
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
@@ -49,16 +49,11 @@ def parse_args(argv):
     parser.add_argument("--out", default="results", help="results root (default: %(default)s)")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR")
     args, rest = parser.parse_known_args(argv)
-    config_dict = {}
-    for arg in rest:
-        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if not sep or not key:
-            parser.error(f"unrecognised argument '{arg}': config entries are written --key=value")
-        config_dict[key] = value  # RecBole's Config converts the strings to numbers, lists, ...
+    config_dict = config_entries(parser, rest)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models:
         parser.error("--models is empty")
-    args.config_files = args.config_files.split() if args.config_files else None
+    args.config_files = split_files(args.config_files)
     args.config_dict = config_dict
     return args
 
@@ -279,7 +274,7 @@ def prepare(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # RecBole 1.2.1 on pandas 2.x emits pandas FutureWarnings on every run; they are not ours
-    warnings.filterwarnings("ignore", category=FutureWarning, module="recbole")
+    quiet_recbole_warnings()
     import recbole_mixrec  # noqa: F401  registers the plugin models with RecBole
     from dataset_tools import DatasetToolError
 

@@ -3,6 +3,7 @@
 Like RecBole's ``run_recbole.py``: ``--config_files="a.yaml b.yaml"`` adds yaml files and every
 other ``--key=value`` becomes a config entry. Plugin models and RecBole's own models (GRU4Rec,
 SASRec, BERT4Rec, FDSA, ...) run on the same split, metrics and evaluator.
+``--search=bo`` first searches MixRec's architecture (spec 3.4), then trains with the best one.
 """
 
 import argparse
@@ -12,38 +13,61 @@ import warnings
 from recbole_mixrec.errors import MixRecError
 
 
+def config_entries(parser, rest):
+    """``--key=value`` arguments -> config dict (string values: RecBole's Config converts them
+    to numbers, lists, ... as it does for its own command line)."""
+    config_dict = {}
+    for arg in rest:
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not sep or not key:
+            parser.error(f"unrecognised argument '{arg}': config entries are written --key=value")
+        config_dict[key] = value
+    return config_dict
+
+
+def split_files(value):
+    return value.split() if value else None
+
+
+def quiet_recbole_warnings():
+    # RecBole 1.2.1 on pandas 2.x emits pandas FutureWarnings on every run; they are not ours
+    warnings.filterwarnings("ignore", category=FutureWarning, module="recbole")
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="run_recbole_mixrec.py",
         description="Train and test MixRec or a RecBole baseline with full-ranking leave-one-out evaluation.",
         epilog="Any other --key=value is a RecBole/MixRec config entry, e.g. --epochs=5 --backbone=tiny-random.",
     )
-    parser.add_argument("--model", "-m", default="MixRec", help="MixRec, or a RecBole model such as SASRec")
+    parser.add_argument("--model", "-m", default="MixRec", help="MixRec (or a variant), or a RecBole model such as SASRec")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="ml-100k (packaged) or a dataset under data_path")
     parser.add_argument("--config_files", default=None, help='space-separated yaml files, e.g. "a.yaml b.yaml"')
+    parser.add_argument("--search", choices=("none", "bo"), default="none",
+                        help="bo: Bayesian-optimisation search of the DAMoE architecture first (bo_* keys)")
     args, rest = parser.parse_known_args(argv)
-    config_dict = {}
-    for arg in rest:
-        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if not sep or not key:
-            parser.error(f"unrecognised argument '{arg}': config entries are written --key=value")
-        config_dict[key] = value  # RecBole's Config converts the strings to numbers, lists, ...
-    files = args.config_files.split() if args.config_files else None
-    return args.model, args.dataset, files, config_dict
+    return args, split_files(args.config_files), config_entries(parser, rest)
 
 
 def main(argv=None):
-    model, dataset, config_files, config_dict = parse_args(sys.argv[1:] if argv is None else argv)
-    # RecBole 1.2.1 on pandas 2.x emits pandas FutureWarnings on every run; they are not ours
-    warnings.filterwarnings("ignore", category=FutureWarning, module="recbole")
+    args, config_files, config_dict = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_recbole_warnings()
     import recbole_mixrec  # noqa: F401  registers the plugin models with RecBole
     from recbole_mixrec.quick_start import run_mixrec
 
     try:
-        result = run_mixrec(model, dataset, config_files, config_dict)
+        if args.search == "bo":
+            from recbole_mixrec.search import run_search
+
+            best, found = run_search(args.model, args.dataset, config_files, config_dict)
+            print(f"best architecture {best}: {found['best_architecture_file']}")
+            # the final run trains on all users with the best architecture
+            config_files = (config_files or []) + [found["best_architecture_file"]]
+            config_dict = {k: v for k, v in config_dict.items() if not k.startswith("bo_")}
+        result = run_mixrec(args.model, args.dataset, config_files, config_dict)
     except MixRecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     metrics = "  ".join(f"{k}: {v:.4f}" for k, v in result["test_result"].items())
-    print(f"{model} on {dataset}: test {metrics}")
+    print(f"{args.model} on {args.dataset}: test {metrics}")
     return 0

@@ -59,6 +59,9 @@ def register_all():
     from recbole_mixrec.trainer import MixRecTrainer
 
     allow_recbole_checkpoints()
+    # Importing RecBole's model package runs sine.py's torch.autograd.set_detect_anomaly(True),
+    # which records a stack trace per op for the whole process (backward several times slower).
+    torch.autograd.set_detect_anomaly(False)
     for model_class in (MixRec,) + VARIANTS:
         register_model(model_class, MixRecDataset, MixRecTrainer)
 

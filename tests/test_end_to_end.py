@@ -117,3 +117,29 @@ def test_a_ray_worker_that_imports_the_plugin_resolves_it_by_name(cache_dir):
 def test_every_variant_trains_one_epoch_with_finite_metrics(model, extra, tiny_config_dict):
     result = run_mixrec(model, "ml-100k", config_dict={**tiny_config_dict, **extra})
     _check_metrics(result["test_result"])
+
+
+def test_importing_the_plugin_leaves_autograd_anomaly_detection_off():
+    # RecBole's model package switches it on at import (sine.py); the plugin switches it back
+    from recbole.utils import get_model
+
+    get_model("SASRec")
+    assert not torch.is_anomaly_enabled()
+
+
+@pytest.mark.slow
+def test_cli_search_bo_then_trains_with_the_best_architecture(tiny_config_dict, tmp_path, capsys):
+    entries = dict(
+        tiny_config_dict, max_seq_items=3, lambda_cl=0.0, bo_iterations=2, bo_initial_points=2,
+        bo_parallel_trials=2, bo_subset_ratio=0.05, bo_num_cpus=2, bo_search_dir=str(tmp_path / "search"),
+    )
+    code = main(["--model=MixRec", "--dataset=ml-100k", "--search=bo"] + [f"--{k}={v}" for k, v in entries.items()])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    best = out.split("best architecture ")[1].split(":")[0]
+    assert len(best) == 6 and set(best) <= {"s", "p"}  # 2 tiny layers x 3 choices
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "search" / "best_architecture.yaml").read_text())
+    assert saved == {"architecture": best}
+    assert "MixRec on ml-100k: test mrr@10:" in out

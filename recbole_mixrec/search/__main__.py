@@ -3,8 +3,8 @@
 
 import argparse
 import sys
-import warnings
 
+from recbole_mixrec.cli import config_entries, quiet_recbole_warnings, split_files
 from recbole_mixrec.errors import MixRecError
 
 
@@ -18,19 +18,12 @@ def parse_args(argv):
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help='space-separated yaml files, e.g. "a.yaml b.yaml"')
     args, rest = parser.parse_known_args(argv)
-    config_dict = {}
-    for arg in rest:
-        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if not sep or not key:
-            parser.error(f"unrecognised argument '{arg}': config entries are written --key=value")
-        config_dict[key] = value
-    files = args.config_files.split() if args.config_files else None
-    return args.model, args.dataset, files, config_dict
+    return args.model, args.dataset, split_files(args.config_files), config_entries(parser, rest)
 
 
 def main(argv=None):
     model, dataset, files, config_dict = parse_args(sys.argv[1:] if argv is None else argv)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="recbole")
+    quiet_recbole_warnings()
     import recbole_mixrec  # noqa: F401
     from recbole_mixrec.search.run import run_search
 

@@ -84,19 +84,18 @@ def optimize_pr(acqf, d, mc_samples=256, steps=100, lr=0.1, restarts=4, init_log
         init_logits = initial_logits(acqf, d, restarts, raw_samples, generator=generator)
     logits = init_logits.clone().to(DTYPE).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr)
-    with torch.autograd.set_detect_anomaly(False):  # see surrogate.py: RecBole turns it on
-        for _ in range(int(steps)):
-            theta = torch.sigmoid(logits.detach())
-            z = torch.bernoulli(theta.expand(mc_samples, *theta.shape), generator=generator)  # M x R x d
-            alpha = evaluate_acquisition(acqf, z)  # M x R
-            advantage = alpha - alpha.mean(0, keepdim=True)  # baseline: MC-batch mean per restart
-            surrogate = -(advantage * bernoulli_log_prob(z, logits)).mean(0).sum()
-            optimizer.zero_grad()
-            surrogate.backward()
-            optimizer.step()
+    for _ in range(int(steps)):
         theta = torch.sigmoid(logits.detach())
-        z = torch.bernoulli(theta.expand(mc_samples, *theta.shape), generator=generator)
-        expected = evaluate_acquisition(acqf, z).mean(0)  # R
+        z = torch.bernoulli(theta.expand(mc_samples, *theta.shape), generator=generator)  # M x R x d
+        alpha = evaluate_acquisition(acqf, z)  # M x R
+        advantage = alpha - alpha.mean(0, keepdim=True)  # baseline: MC-batch mean per restart
+        surrogate = -(advantage * bernoulli_log_prob(z, logits)).mean(0).sum()
+        optimizer.zero_grad()
+        surrogate.backward()
+        optimizer.step()
+    theta = torch.sigmoid(logits.detach())
+    z = torch.bernoulli(theta.expand(mc_samples, *theta.shape), generator=generator)
+    expected = evaluate_acquisition(acqf, z).mean(0)  # R
     best = int(expected.argmax())
     return theta[best], float(expected[best])
 

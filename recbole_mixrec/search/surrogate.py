@@ -32,9 +32,8 @@ The RBF model predicted held-out designs better, was clearly better calibrated (
 kernel was over-confident) and found the optimum more often and sooner, at the same cost.
 Either is selectable with ``bo_surrogate``.
 
-Note: importing RecBole's models (``recbole.model.sequential_recommender.sine``) switches
-autograd anomaly detection on for the whole process, which made each fit 5-10x slower
-(1.6 s instead of 0.2 s); fits and the acquisition optimisation run with it switched off.
+(Fit times are with autograd anomaly detection off: RecBole's sine.py switches it on at import,
+5-10x slower fits; ``recbole_mixrec.registry`` switches it off again.)
 """
 
 import torch
@@ -65,9 +64,7 @@ def fit_surrogate(train_X, train_Y, kind="rbf", maxiter=100):
     else:
         model = SingleTaskGP(train_X, train_Y, outcome_transform=Standardize(m=1))
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    # RecBole's sine.py turns anomaly detection on at import (see module docstring)
-    with torch.autograd.set_detect_anomaly(False):
-        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": int(maxiter)}})
+    fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": int(maxiter)}})
     model.eval()
     return model
 

@@ -122,7 +122,7 @@ def train_trial(spec, z, seed, trial_dir):
     cwd = os.getcwd()
     os.chdir(trial_dir)  # RecBole's init_logger creates ./log/ files: keep them in the trial dir
     try:
-        with _redirected(os.path.join(trial_dir, "trial.log")), torch.autograd.set_detect_anomaly(False):
+        with _redirected(os.path.join(trial_dir, "trial.log")):
             result = run_mixrec(spec["model"], spec["dataset"], spec["config_file_list"], config_dict, saved=True)
     finally:
         os.chdir(cwd)
