@@ -64,6 +64,12 @@ def register_all():
     torch.autograd.set_detect_anomaly(False)
     for model_class in (MixRec,) + VARIANTS:
         register_model(model_class, MixRecDataset, MixRecTrainer)
+    from recbole_mixrec.model.hydra import Hydra
+    from recbole_mixrec.model.litellm4rec import LiteLLM4Rec
+    from recbole_mixrec.trainer import BaselineTrainer
+
+    register_model(LiteLLM4Rec, MixRecDataset, MixRecTrainer)
+    register_model(Hydra, None, BaselineTrainer)
 
 
 def yaml_chain(model):

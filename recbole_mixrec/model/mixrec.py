@@ -24,11 +24,12 @@ from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.attention import ExpertMasks
 from recbole_mixrec.model.cf import bpr_loss, build_cf_model, pretrain_cf
 from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
+from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
 from recbole_mixrec.model.inputs import last_items, pack_items
 from recbole_mixrec.model.losses import alignment_loss, info_nce, next_item_loss
 
 
-class MixRec(SequentialRecommender):
+class MixRec(FrozenBackboneMixin, SequentialRecommender):
     r"""MixRec: an LLM reads item sentences, ``[SEQ]`` after each item predicts the next.
 
     NOTE: the frozen backbone's weights are not part of ``state_dict()``; checkpoints hold the
@@ -78,7 +79,6 @@ class MixRec(SequentialRecommender):
             self.backbone_name, config["backbone_cache_dir"], self.backbone_layers
         )
         self.llm = causal_lm.base_model  # the LM head is never used: scores come from the item head
-        backbone_params = {id(p) for p in self.llm.parameters()}
         self.vocab_size = self.llm.get_input_embeddings().num_embeddings
         self.hidden_size = self.llm.config.hidden_size
         adapter_args = (self.adapter_bottleneck, self.adapter_act, self.adapter_init_std)
@@ -121,9 +121,7 @@ class MixRec(SequentialRecommender):
         )
         if self.lambda_cl > 0 and sizes is None:
             raise ValueError("lambda_cl > 0 needs the dataset's hard negatives (MixRecDataset)")
-        self.frozen_backbone_keys = {
-            name for name, p in self.named_parameters() if id(p) in backbone_params
-        }
+        self.mark_frozen_backbone(self.llm)
 
     def _init_new_weights(self):
         # new tokens start at the mean input embedding: an in-distribution vector
@@ -138,26 +136,6 @@ class MixRec(SequentialRecommender):
         loss = pretrain_cf(self.cf_model, users, items, self.n_items, epochs)
         self.logger.info(f"CF model pre-trained for {epochs} epochs (BPR {loss:.4f}), now frozen")
         self.cf_model.requires_grad_(False)
-
-    # ----- checkpoints: trainable weights only -------------------------------------------
-    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
-        state = super().state_dict(
-            *args, destination=destination, prefix=prefix, keep_vars=keep_vars
-        )
-        for key in self.frozen_backbone_keys:
-            state.pop(prefix + key, None)
-        return state
-
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        """Load trainable weights; frozen backbone weights may be absent (rebuilt at init)."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if k not in self.frozen_backbone_keys]
-        if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(
-                f"MixRec checkpoint does not match the model: missing {missing[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]} (different backbone or config?)"
-            )
-        return result
 
     # ----- the LLM over item sentences ----------------------------------------------------
     def _embed(self, input_ids):
