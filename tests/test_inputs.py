@@ -35,3 +35,11 @@ def test_pack_items_without_prefix_for_single_items():
     )
     assert ids.tolist() == [[21, SEQ, 0, 0], [31, 32, 33, SEQ]]
     assert markers.tolist() == [[1], [3]]
+
+
+def test_next_item_labels_shift_the_window_and_end_with_the_target():
+    from recbole_mixrec.model.inputs import next_item_labels
+
+    window = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    labels = next_item_labels(window, torch.tensor([3, 2]), torch.tensor([70, 90]))
+    assert labels.tolist() == [[6, 7, 70], [9, 90, 0]]

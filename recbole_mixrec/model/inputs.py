@@ -77,3 +77,10 @@ def pack_items(items, item_count, token_ids, token_lengths, marker_id, prefix_id
     marker_index = marker_flat.unsqueeze(0) + lengths  # [B, n] index into the flat layout
     marker_positions = packed_pos.gather(1, marker_index) * (lengths > 0)
     return input_ids, attention_mask.long(), marker_positions, segments
+
+
+def next_item_labels(window, count, target):
+    """L_seq labels ``[B, m]``: position j predicts window item j+1, the last read item
+    predicts the sample's target; 0 (ignored) after ``count``."""
+    labels = torch.cat([window[:, 1:], window.new_zeros(window.size(0), 1)], dim=1)
+    return labels.scatter(1, (count - 1).unsqueeze(1), target.unsqueeze(1))

@@ -29,7 +29,7 @@ from recbole_mixrec.backbone import (
 )
 from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
-from recbole_mixrec.model.inputs import last_items, pack_items
+from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
 from recbole_mixrec.model.losses import next_item_loss
 
 logger = logging.getLogger(__name__)
@@ -281,18 +281,16 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
     def calculate_loss(self, interaction):
         target = interaction[self.POS_ITEM_ID]
         hidden, window, count = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        # position j predicts window item j+1; the last read item predicts the target
-        labels = torch.cat([window[:, 1:], window.new_zeros(window.size(0), 1)], dim=1)
-        labels.scatter_(1, (count - 1).unsqueeze(1), target.unsqueeze(1))
+        labels = next_item_labels(window, count, target)
         return next_item_loss(self.item_projection(hidden), labels)
 
     def _last_hidden(self, interaction):
         hidden, _, count = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return hidden[torch.arange(hidden.size(0), device=hidden.device), count - 1]
 
-    def predict(self, interaction):
-        scores = self.item_projection(self._last_hidden(interaction))
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
-
     def full_sort_predict(self, interaction):
         return self.item_projection(self._last_hidden(interaction))  # [B, n_items]
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)

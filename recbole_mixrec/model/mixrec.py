@@ -25,7 +25,7 @@ from recbole_mixrec.model.attention import ExpertMasks
 from recbole_mixrec.model.cf import bpr_loss, build_cf_model, pretrain_cf
 from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
-from recbole_mixrec.model.inputs import last_items, pack_items
+from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
 from recbole_mixrec.model.losses import alignment_loss, info_nce, next_item_loss
 
 
@@ -207,9 +207,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         hidden, window, count = self.forward(
             interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], user
         )
-        # position j predicts window item j+1; the last read item predicts the target
-        labels = torch.cat([window[:, 1:], window.new_zeros(window.size(0), 1)], dim=1)
-        labels.scatter_(1, (count - 1).unsqueeze(1), target.unsqueeze(1))
+        labels = next_item_labels(window, count, target)
         loss_seq = next_item_loss(self.item_projection(hidden), labels)
         zero = torch.zeros_like(loss_seq)
 
@@ -275,9 +273,9 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         )
         return hidden[torch.arange(hidden.size(0), device=hidden.device), count - 1]
 
-    def predict(self, interaction):
-        scores = self.item_projection(self._last_hidden(interaction))
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
-
     def full_sort_predict(self, interaction):
         return self.item_projection(self._last_hidden(interaction))  # [B, n_items]
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
