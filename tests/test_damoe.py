@@ -63,12 +63,16 @@ def _random_qkv(length=10, heads=3, dim=8, n_cf=4, seed=0):
     return q, k, v, k_cf, v_cf
 
 
-@pytest.mark.parametrize("with_cf", [True, False])
-def test_block_attention_matches_the_dense_reference(with_cf):
+@pytest.mark.parametrize(
+    "cf_valid",
+    [CF_VALID, None, torch.tensor([[False, True, True, True]]), torch.tensor([[True, True, False, False]])],
+    ids=["all-cf", "no-cf", "no-user", "two-items-without-cf"],
+)
+def test_block_attention_matches_the_dense_reference(cf_valid):
     q, k, v, k_cf, v_cf = _random_qkv()
-    if not with_cf:
+    if cf_valid is None:
         k_cf = v_cf = None
-    masks = ExpertMasks.build(SEGMENTS, ATTENTION, CF_VALID if with_cf else None, n_slots=3)
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, cf_valid, n_slots=3)
     fast = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="blocks")
     dense = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="dense")
     valid = ATTENTION[0].bool()

@@ -2,7 +2,9 @@
 
 ``expert_attention`` computes both experts from one set of Q/K/V:
 
-* causal expert: one SDPA call with a ``[B, 1, T, T + C]`` mask shared by all heads;
+* causal expert: the CF key/value positions are interleaved into the sequence (the user's
+  vector first, item j's vector right before item j's tokens), where plain causal order gives
+  exactly the causal mask of ``masks.py``; so one mask-free ``is_causal`` SDPA call does it;
 * context expert: its attention is block-diagonal per item, so each item's tokens attend
   within their own block (plus the user's and the item's CF keys) in one batched SDPA call
   over ``[B * blocks, H, block_len, d]``: cost O(T * block_len), no ``[B, H, T, T]`` tensor.
@@ -49,26 +51,62 @@ def context_blocks(segments, n_slots):
     return ContextBlocks(index, valid, cf_slot)
 
 
+def causal_interleave(segments, cf_valid):
+    """Order of the keys for the causal expert: ``[B, T + C]`` indices into ``[tokens; CF]``.
+
+    The valid user vector goes first, each valid item vector right before its item's first
+    token; invalid CF positions go last, after the padding, where no real token sees them.
+    Returns the order and the interleaved position of every token ``[B, T]``.
+    """
+    batch, length = segments.shape
+    n_cf = cf_valid.size(1)
+    user = cf_valid[:, :1].long()  # [B, 1]
+    item_valid = cf_valid[:, 1:].long()  # [B, n]
+    seen = item_valid.cumsum(1)  # valid item vectors up to and including slot j
+    n_valid = seen[:, -1:] if n_cf > 1 else user.new_zeros(batch, 1)
+    t = torch.arange(length, device=segments.device).expand(batch, -1)
+    slot = segments.clamp(min=0)
+    before_token = torch.where(
+        segments >= 0, seen.gather(1, slot) if n_cf > 1 else torch.zeros_like(t), torch.zeros_like(t)
+    )
+    before_token = torch.where(segments == -2, n_valid.expand(-1, length), before_token)
+    token_pos = user + t + before_token
+    # first token of each item slot, in the original layout
+    first = torch.full((batch, n_cf - 1), length, device=segments.device, dtype=torch.long)
+    first = first.scatter_reduce(1, slot.masked_fill(segments < 0, 0), t.masked_fill(segments < 0, length), "amin")
+    item_pos = user + first + seen - 1
+    invalid = ~cf_valid
+    tail = length + user + n_valid + (invalid.long().cumsum(1) - 1)  # ranks among invalid ones
+    cf_pos = torch.cat([torch.zeros_like(user), item_pos], dim=1)
+    cf_pos = torch.where(invalid, tail, cf_pos)
+    order = torch.empty(batch, length + n_cf, dtype=torch.long, device=segments.device)
+    order.scatter_(1, token_pos, t)
+    order.scatter_(1, cf_pos, length + torch.arange(n_cf, device=segments.device).expand(batch, -1))
+    return order, token_pos
+
+
 @dataclass
 class ExpertMasks:
     """Everything the experts need about one packed batch, built once per forward pass."""
 
-    causal: torch.Tensor  # [B, 1, T, T + C] bool
     blocks: ContextBlocks
     segments: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T]
     cf_valid: torch.Tensor | None  # [B, C]
+    causal_order: torch.Tensor | None  # [B, T + C] (see causal_interleave)
+    token_positions: torch.Tensor | None  # [B, T]
 
     @classmethod
     def build(cls, segments, attention_mask, cf_valid=None, n_slots=None):
         n_slots = n_slots if n_slots is not None else int(segments.max()) + 1
-        return cls(
-            causal=causal_mask(segments, attention_mask, cf_valid).unsqueeze(1),
-            blocks=context_blocks(segments, n_slots),
-            segments=segments,
-            attention_mask=attention_mask,
-            cf_valid=cf_valid,
-        )
+        order = positions = None
+        if cf_valid is not None:
+            order, positions = causal_interleave(segments, cf_valid)
+        return cls(context_blocks(segments, n_slots), segments, attention_mask, cf_valid, order, positions)
+
+    def causal_dense(self):
+        """The dense ``[B, T, T + C]`` causal mask (reference path only)."""
+        return causal_mask(self.segments, self.attention_mask, self.cf_valid)
 
 
 def _gather_blocks(x, index):
@@ -109,11 +147,18 @@ def context_attention(q, k, v, k_cf, v_cf, masks, scale):
 
 
 def causal_attention(q, k, v, k_cf, v_cf, masks, scale):
-    """Causal expert: one SDPA call over tokens + CF keys with a head-shared boolean mask."""
-    if k_cf is not None:
-        k, v = torch.cat([k, k_cf], dim=2), torch.cat([v, v_cf], dim=2)
-    mask = masks.causal if k_cf is not None else masks.causal[..., : q.size(2)]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    """Causal expert: one mask-free causal SDPA call over tokens and interleaved CF keys."""
+    if k_cf is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    batch, heads, length, dim = q.shape
+    index = masks.causal_order.view(batch, 1, -1, 1).expand(-1, heads, -1, dim)
+    # CF positions also act as queries here (a handful of rows); their outputs are dropped
+    q_all = torch.cat([q, torch.zeros_like(k_cf)], dim=2).gather(2, index)
+    k_all = torch.cat([k, k_cf], dim=2).gather(2, index)
+    v_all = torch.cat([v, v_cf], dim=2).gather(2, index)
+    out = F.scaled_dot_product_attention(q_all, k_all, v_all, is_causal=True, scale=scale)
+    back = masks.token_positions.view(batch, 1, -1, 1).expand(-1, heads, -1, dim)
+    return out.gather(2, back)
 
 
 def dense_reference_attention(q, k, v, k_cf, v_cf, mask, scale):
@@ -134,7 +179,7 @@ def expert_attention(q, k, v, k_cf, v_cf, masks, scale, impl="blocks", context_i
     ``context_is_causal`` gives the paper's parameter-matched control (both experts causal).
     """
     if impl == "dense":
-        causal = dense_reference_attention(q, k, v, k_cf, v_cf, masks.causal.squeeze(1), scale)
+        causal = dense_reference_attention(q, k, v, k_cf, v_cf, masks.causal_dense(), scale)
         if context_is_causal:
             return causal, causal
         ctx = context_mask(masks.segments, masks.attention_mask, masks.cf_valid)
