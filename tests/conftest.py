@@ -42,6 +42,15 @@ def ml100k_dataset(ml100k_config):
     return load_dataset(ml100k_config)
 
 
+@pytest.fixture(scope="session")
+def ml100k_splits(ml100k_config, ml100k_dataset):
+    """RecBole's train/valid/test loaders. Built once: ``build()`` converts the dataset's
+    features in place and cannot run twice on the same dataset object."""
+    from recbole.data import data_preparation
+
+    return data_preparation(ml100k_config, ml100k_dataset)
+
+
 def write_atomic(folder, name, inter_rows, item_rows, item_header="item_id:token\ttitle:token_seq\tbrand:token_seq"):
     """Write a tiny RecBole atomic dataset ``folder/name/name.{inter,item}``."""
     path = os.path.join(folder, name)

@@ -3,7 +3,6 @@ architecture strings, InfoNCE, CF injection."""
 
 import pytest
 import torch
-from recbole.data import data_preparation
 
 from recbole_mixrec.model.attention import ExpertMasks, expert_attention
 from recbole_mixrec.model.damoe import AdapterExpert, damoe_layer_indices, parse_architecture
@@ -122,8 +121,8 @@ def test_info_nce_equals_a_hand_computation():
 
 # ----- the whole model on ml-100k with the random 2-layer backbone ---------------------------
 @pytest.fixture(scope="module")
-def splits(ml100k_config, ml100k_dataset):
-    return data_preparation(ml100k_config, ml100k_dataset)
+def splits(ml100k_splits):
+    return ml100k_splits
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def test_cli_runs_a_recbole_baseline_on_the_same_split(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model=NoSuchRec", "--dataset=ml-100k"], "unknown model 'NoSuchRec': plugin models ['LLMRec', 'MixRec'"),
+        (["--model=NoSuchRec", "--dataset=ml-100k"], "unknown model 'NoSuchRec': plugin models ['Hydra', 'LLMRec', 'LiteLLM4Rec', 'MixRec'"),
         (["--model=MixRec", "--dataset=no-such-data"], "dataset 'no-such-data' not found"),
         (["--model=MixRec", "--dataset=amazon-pantry", "--data_path=/nonexistent"],
          "create it with: python -m dataset_tools amazon2018"),

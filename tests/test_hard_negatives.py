@@ -33,10 +33,8 @@ def test_sets_are_the_union_of_both_spaces_minus_co_occurring_items():
     assert sizes.max() <= 2  # at most one per space
 
 
-def test_ml100k_sets_have_the_configured_size_and_never_co_occur(ml100k_dataset, ml100k_config):
-    from recbole.data import data_preparation
-
-    train = data_preparation(ml100k_config, ml100k_dataset)[0]._dataset
+def test_ml100k_sets_have_the_configured_size_and_never_co_occur(ml100k_dataset, ml100k_config, ml100k_splits):
+    train = ml100k_splits[0]._dataset
     negatives, sizes = train.hard_negatives
     users, items = train.train_pairs
     per_space = -(-ml100k_config["hard_negative_ratio"] * (ml100k_dataset.item_num - 1) // 1)

@@ -4,7 +4,6 @@ leave-one-out inputs, losses."""
 import numpy as np
 import pytest
 import torch
-from recbole.data import data_preparation
 
 from recbole_mixrec.backbone import load_backbone
 from recbole_mixrec.model.mixrec import MixRec
@@ -12,8 +11,8 @@ from recbole_mixrec.quick_start import build_config
 
 
 @pytest.fixture(scope="module")
-def splits(ml100k_config, ml100k_dataset):
-    return data_preparation(ml100k_config, ml100k_dataset)
+def splits(ml100k_splits):
+    return ml100k_splits
 
 
 @pytest.fixture(scope="module")
