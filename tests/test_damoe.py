@@ -225,3 +225,42 @@ def test_replace_freq_keeps_the_other_layers_original(ml100k_config, splits, bat
     assert [type(layer).__name__ for layer in model.llm.layers] == ["LlamaDecoderLayer", "DAMoELayer"]
     assert model.damoe_layers[0].layer is not None
     assert all(torch.isfinite(loss) for loss in model.calculate_loss(batch))
+
+
+def test_full_mixrec_on_an_opt_backbone_folder(tiny_config_dict, ml100k_dataset, ml100k_splits, tmp_path):
+    """The paper's backbone family (OPT), loaded from a local HuggingFace folder: DAMoE layers,
+    efficient attention equal to the dense reference, no leakage from a later item."""
+    from transformers import AutoModelForCausalLM, OPTConfig
+
+    from recbole_mixrec.backbone import load_tokenizer
+    from recbole_mixrec.quick_start import build_config
+
+    tokenizer = load_tokenizer("tiny-random", tiny_config_dict["backbone_cache_dir"])
+    config = OPTConfig(vocab_size=len(tokenizer), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=32)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    mixrec_config = build_config("MixRec", "ml-100k", config_dict={
+        **tiny_config_dict, "backbone": str(tmp_path), "lambda_cl": 0.0, "architecture": "pspssp"})
+    model = MixRec(mixrec_config, ml100k_splits[0]._dataset).eval()
+    assert len(model.damoe_layers) == 2 and model.damoe_layers[0].parts.rotary is False
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    batch = next(iter(ml100k_splits[0]))
+    seq, length, user = batch["item_id_list"][:6], batch["item_length"][:6], batch["user_id"][:6]
+    with torch.no_grad():
+        fast, _, count = model(seq, length, user)
+        model.attention_impl = "dense"
+        dense, _, _ = model(seq, length, user)
+        model.attention_impl = "blocks"
+        changed = seq.clone()
+        last = (length - 1).unsqueeze(1)
+        changed.scatter_(1, last, (seq.gather(1, last) % (model.n_items - 2)) + 1)
+        after, _, _ = model(changed, length, user)
+    for row in range(6):
+        j = int(count[row])
+        torch.testing.assert_close(fast[row, :j], dense[row, :j], atol=1e-5, rtol=0)
+        torch.testing.assert_close(after[row, : j - 1], fast[row, : j - 1], atol=1e-5, rtol=0)
+    assert all(torch.isfinite(loss) for loss in model.train().calculate_loss(batch))

@@ -12,7 +12,7 @@ as chosen by the layer's three characters of the ``architecture`` string.
 
 The backbone's own model class runs the layer stack; the DAMoE layer receives the batch's
 masks and CF vectors as the keyword argument ``damoe_inputs`` that HF models pass through to
-every layer. Supported layouts: Llama-type attention (Llama, Mistral, Qwen2, SmolLM).
+every layer. Supported layouts: Llama-type (Llama, Mistral, Qwen2, SmolLM) and OPT.
 """
 
 from dataclasses import dataclass
@@ -87,30 +87,54 @@ class AdapterExpert(nn.Module):
         return "parallel" if self.parallel else "serial"
 
 
-class LlamaAttentionProjections:
-    """Q/K/V/O of a frozen Llama-type attention module, used without its forward."""
+class DecoderLayerParts:
+    """The frozen pieces of one decoder layer that a DAMoE layer reuses, for the supported
+    layouts: Llama-type (Llama, Mistral, Qwen2, SmolLM: rotary, pre-norm, ``mlp``) and OPT
+    (learned positions added at the input, pre-LayerNorm, ``fc1``/``fc2``).
 
-    def __init__(self, attention):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            if not hasattr(attention, name):
-                raise BackboneError(
-                    f"DAMoE layers need Llama-type attention (q/k/v/o_proj); got {type(attention).__name__}"
-                )
-        self.attention = attention
+    NOTE: OPT's dropout after attention and fc2 is not applied inside DAMoE layers (the
+    backbone is frozen; its dropout only adds noise to the trained adapters).
+    """
+
+    def __init__(self, layer):
+        attention = getattr(layer, "self_attn", None)
+        if attention is None or not all(hasattr(attention, n) for n in ("q_proj", "k_proj", "v_proj")):
+            raise BackboneError(
+                f"DAMoE layers support Llama-type and OPT decoder layers; got {type(layer).__name__}"
+            )
+        self.layer, self.attention = layer, attention
+        if hasattr(layer, "input_layernorm"):  # Llama-type
+            self.norm1, self.norm2 = layer.input_layernorm, layer.post_attention_layernorm
+            self.out_proj, self.rotary = attention.o_proj, True
+        elif hasattr(layer, "self_attn_layer_norm"):  # OPT
+            if not layer.do_layer_norm_before:
+                raise BackboneError("DAMoE layers need pre-LayerNorm OPT models (not OPT-350m)")
+            self.norm1, self.norm2 = layer.self_attn_layer_norm, layer.final_layer_norm
+            self.out_proj, self.rotary = attention.out_proj, False
+        else:
+            raise BackboneError(f"unsupported decoder layer layout {type(layer).__name__}")
         self.head_dim = attention.head_dim
-        self.groups = attention.num_key_value_groups
+        self.groups = getattr(attention, "num_key_value_groups", 1)
         self.scale = attention.scaling
+        self.hidden_size = self.out_proj.out_features
+
+    def mlp(self, y):
+        layer = self.layer
+        if self.rotary:
+            return layer.mlp(y)
+        return layer.fc2(layer.activation_fn(layer.fc1(y)))  # OPT
 
     def _heads(self, x, proj):
         return proj(x).view(*x.shape[:-1], -1, self.head_dim).transpose(1, 2)
 
     def qkv(self, x, position_embeddings):
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
         attn = self.attention
         q, k, v = (self._heads(x, p) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-        cos, sin = position_embeddings
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if self.rotary:
+            from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+            cos, sin = position_embeddings
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return q, self._repeat(k), self._repeat(v)
 
     def kv_without_position(self, x):
@@ -123,7 +147,7 @@ class LlamaAttentionProjections:
 
     def output(self, heads):
         batch, _, length, _ = heads.shape
-        return self.attention.o_proj(heads.transpose(1, 2).reshape(batch, length, -1))
+        return self.out_proj(heads.transpose(1, 2).reshape(batch, length, -1))
 
 
 class DAMoELayer(nn.Module):
@@ -133,8 +157,8 @@ class DAMoELayer(nn.Module):
         super().__init__()
         self.layer = layer  # frozen: its norms, attention projections and MLP are reused
         self.attention_type = getattr(layer, "attention_type", None)
-        self.projections = LlamaAttentionProjections(layer.self_attn)
-        hidden = layer.self_attn.o_proj.out_features
+        self.parts = DecoderLayerParts(layer)
+        hidden = self.parts.hidden_size
         causal_p, context_p, rec_p = choices
         self.causal_expert = AdapterExpert(hidden, bottleneck, act, init_std, causal_p)
         self.context_expert = AdapterExpert(hidden, bottleneck, act, init_std, context_p)
@@ -146,12 +170,12 @@ class DAMoELayer(nn.Module):
     def forward(self, hidden_states, position_embeddings=None, damoe_inputs=None, **kwargs):
         if damoe_inputs is None:
             raise RuntimeError("a DAMoE layer needs damoe_inputs (masks and CF vectors)")
-        layer, proj = self.layer, self.projections
-        x = layer.input_layernorm(hidden_states)
+        proj = self.parts
+        x = proj.norm1(hidden_states)
         q, k, v = proj.qkv(x, position_embeddings)
         k_cf = v_cf = None
         if damoe_inputs.cf_states is not None:
-            k_cf, v_cf = proj.kv_without_position(layer.input_layernorm(damoe_inputs.cf_states))
+            k_cf, v_cf = proj.kv_without_position(proj.norm1(damoe_inputs.cf_states))
         causal, context = expert_attention(
             q, k, v, k_cf, v_cf, damoe_inputs.masks, proj.scale,
             damoe_inputs.impl, damoe_inputs.context_is_causal,
@@ -160,8 +184,8 @@ class DAMoELayer(nn.Module):
         p_t = self.context_expert(proj.output(context), x)
         beta = self.gate_weights(q_t, p_t)
         hidden_states = hidden_states + beta[..., :1] * q_t + beta[..., 1:] * p_t
-        y = layer.post_attention_layernorm(hidden_states)
-        return hidden_states + self.rec_adapter(layer.mlp(y), y)
+        y = proj.norm2(hidden_states)
+        return hidden_states + self.rec_adapter(proj.mlp(y), y)
 
     def gate_weights(self, q_t, p_t):
         """The per-token mixture weights ``[..., 2]`` (they sum to 1)."""
