@@ -18,10 +18,17 @@ building them per head.
 import torch
 
 
-def _cf_key_valid(cf_valid, batch, n_slots, device):
+def _with_cf(tokens, segments, cf_valid, item_visible):
+    """Append the CF columns to a ``[B, T, T]`` token mask: the user's vector for every query,
+    item slot j where ``item_visible(j, segment)``; only CF positions that exist."""
+    batch = segments.size(0)
+    n_slots = (cf_valid.size(1) - 1) if cf_valid is not None else 0
     if cf_valid is None:
-        return torch.zeros(batch, 1 + n_slots, dtype=torch.bool, device=device)
-    return cf_valid
+        cf_valid = torch.zeros(batch, 1, dtype=torch.bool, device=segments.device)
+    slot = torch.arange(n_slots, device=segments.device).view(1, 1, -1)
+    item_cf = item_visible(slot, segments.unsqueeze(2))
+    cf = torch.cat([torch.ones_like(item_cf[..., :1]), item_cf], dim=2) & cf_valid.unsqueeze(1)
+    return _with_self(torch.cat([tokens, cf], dim=2))
 
 
 def causal_mask(segments, attention_mask, cf_valid=None):
@@ -32,31 +39,17 @@ def causal_mask(segments, attention_mask, cf_valid=None):
         attention_mask (LongTensor): ``[B, T]`` 1 for real tokens.
         cf_valid (BoolTensor | None): ``[B, C]`` which CF positions exist (user, item slots).
     """
-    batch, length = segments.shape
-    device = segments.device
-    keys_valid = attention_mask.bool()
-    tokens = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    tokens = tokens.unsqueeze(0) & keys_valid.unsqueeze(1)
-    n_slots = (cf_valid.size(1) - 1) if cf_valid is not None else 0
-    cf_valid = _cf_key_valid(cf_valid, batch, n_slots, device)
-    slot = torch.arange(n_slots, device=device)
-    item_cf = slot.view(1, 1, -1) <= segments.unsqueeze(2)  # slot j visible from segment >= j
-    cf = torch.cat([torch.ones_like(item_cf[..., :1]), item_cf], dim=2) & cf_valid.unsqueeze(1)
-    return _with_self(torch.cat([tokens, cf], dim=2))
+    length = segments.size(1)
+    tokens = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    tokens = tokens.unsqueeze(0) & attention_mask.bool().unsqueeze(1)
+    # item slot j is visible from its own segment and every later one
+    return _with_cf(tokens, segments, cf_valid, lambda slot, segment: slot <= segment)
 
 
 def context_mask(segments, attention_mask, cf_valid=None):
     """``[B, T, T + C]`` boolean: same-segment tokens, the user vector, the own item's vector."""
-    batch, _ = segments.shape
-    device = segments.device
-    keys_valid = attention_mask.bool()
-    tokens = (segments.unsqueeze(2) == segments.unsqueeze(1)) & keys_valid.unsqueeze(1)
-    n_slots = (cf_valid.size(1) - 1) if cf_valid is not None else 0
-    cf_valid = _cf_key_valid(cf_valid, batch, n_slots, device)
-    slot = torch.arange(n_slots, device=device)
-    item_cf = slot.view(1, 1, -1) == segments.unsqueeze(2)
-    cf = torch.cat([torch.ones_like(item_cf[..., :1]), item_cf], dim=2) & cf_valid.unsqueeze(1)
-    return _with_self(torch.cat([tokens, cf], dim=2))
+    tokens = (segments.unsqueeze(2) == segments.unsqueeze(1)) & attention_mask.bool().unsqueeze(1)
+    return _with_cf(tokens, segments, cf_valid, lambda slot, segment: slot == segment)
 
 
 def _with_self(mask):
