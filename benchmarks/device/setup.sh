@@ -32,3 +32,7 @@ PY
 # hard negatives mined on a machine that has the MiniLM encoder package (cache keys are portable)
 [ -d .gpu/hn ] && mkdir -p "$RECBOLE_MIXREC_CACHE/hard_negatives" && cp -r .gpu/hn/* "$RECBOLE_MIXREC_CACHE/hard_negatives/"
 true
+# the converted Amazon atomic files may come with an earlier call: keep a copy outside the tree
+[ -d dataset ] && cp -r dataset /tmp/stash/
+[ -d dataset/amazon-scientific ] || { [ -d /tmp/stash/dataset ] && cp -r /tmp/stash/dataset . ; }
+true
