@@ -57,8 +57,8 @@ def test_invalid_cf_positions_are_never_visible():
 
 def _random_qkv(length=10, heads=3, dim=8, n_cf=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(1, heads, length, dim, generator=g) for _ in range(3))
-    k_cf, v_cf = (torch.randn(1, heads, n_cf, dim, generator=g) for _ in range(2))
+    q, k, v = (torch.randn(1, length, heads, dim, generator=g) for _ in range(3))  # token-major
+    k_cf, v_cf = (torch.randn(1, n_cf, heads, dim, generator=g) for _ in range(2))
     return q, k, v, k_cf, v_cf
 
 
@@ -76,7 +76,38 @@ def test_block_attention_matches_the_dense_reference(cf_valid):
     dense = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="dense")
     valid = ATTENTION[0].bool()
     for ours, reference in zip(fast, dense):
-        torch.testing.assert_close(ours[:, :, valid], reference[:, :, valid], atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours[:, valid], reference[:, valid], atol=1e-5, rtol=0)
+
+
+def test_block_attention_with_grouped_key_value_heads_matches_the_dense_reference():
+    # SmolLM2 has 9 query heads and 3 key/value heads: the experts take K/V un-repeated
+    q, k, v, k_cf, v_cf = _random_qkv(heads=6)
+    k, v, k_cf, v_cf = (x[:, :, :2] for x in (k, v, k_cf, v_cf))  # 2 key/value heads
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, CF_VALID, n_slots=3)
+    fast = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="blocks")
+    dense = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="dense")
+    # and by hand: query heads 0-2 use key/value head 0, heads 3-5 head 1
+    rep = [x.repeat_interleave(3, dim=2) for x in (k, v, k_cf, v_cf)]
+    by_hand = expert_attention(q, *rep, masks, 0.3, impl="dense")
+    valid = ATTENTION[0].bool()
+    for ours, reference, manual in zip(fast, dense, by_hand):
+        torch.testing.assert_close(ours[:, valid], reference[:, valid], atol=1e-5, rtol=0)
+        torch.testing.assert_close(reference, manual)
+
+
+def test_block_attention_leaves_the_masks_unchanged_for_the_next_layer():
+    # no CF and an unused item slot (a short history): the empty block must not leak into
+    # the shared masks, or the next layer would write its output over token 0
+    q, k, v, _, _ = _random_qkv()
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, None, n_slots=4)
+    valid_before = masks.blocks.valid.clone()
+    dense = expert_attention(q, k, v, None, None, masks, 0.3, impl="dense")
+    valid = ATTENTION[0].bool()
+    for _ in range(2):  # two layers reading the same masks
+        fast = expert_attention(q, k, v, None, None, masks, 0.3, impl="blocks")
+        for ours, reference in zip(fast, dense):
+            torch.testing.assert_close(ours[:, valid], reference[:, valid], atol=1e-5, rtol=0)
+    assert torch.equal(masks.blocks.valid, valid_before)
 
 
 def test_adapter_experts_follow_the_serial_and_parallel_formulas():

@@ -18,6 +18,7 @@ every layer. Supported layouts: Llama-type (Llama, Mistral, Qwen2, SmolLM) and O
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbole_mixrec.backbone import BackboneError
@@ -114,7 +115,6 @@ class DecoderLayerParts:
         else:
             raise BackboneError(f"unsupported decoder layer layout {type(layer).__name__}")
         self.head_dim = attention.head_dim
-        self.groups = getattr(attention, "num_key_value_groups", 1)
         self.scale = attention.scaling
         self.hidden_size = self.out_proj.out_features
 
@@ -125,7 +125,8 @@ class DecoderLayerParts:
         return layer.fc2(layer.activation_fn(layer.fc1(y)))  # OPT
 
     def _heads(self, x, proj):
-        return proj(x).view(*x.shape[:-1], -1, self.head_dim).transpose(1, 2)
+        """Token-major heads ``[B, L, heads, head_dim]`` (the experts' layout, see attention.py)."""
+        return proj(x).view(*x.shape[:-1], -1, self.head_dim)
 
     def qkv(self, x, position_embeddings):
         attn = self.attention
@@ -134,20 +135,17 @@ class DecoderLayerParts:
             from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
             cos, sin = position_embeddings
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        return q, self._repeat(k), self._repeat(v)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)
+        return q, k, v  # k/v keep the backbone's key/value heads (grouped-query attention)
 
     def kv_without_position(self, x):
         """K/V of the CF vectors: they have no position, so no rotary embedding (decision)."""
         attn = self.attention
-        return self._repeat(self._heads(x, attn.k_proj)), self._repeat(self._heads(x, attn.v_proj))
+        return self._heads(x, attn.k_proj), self._heads(x, attn.v_proj)
 
-    def _repeat(self, x):
-        return x.repeat_interleave(self.groups, dim=1) if self.groups > 1 else x
-
-    def output(self, heads):
-        batch, _, length, _ = heads.shape
-        return self.out_proj(heads.transpose(1, 2).reshape(batch, length, -1))
+    def output(self, rows):
+        """The frozen output projection of ``[B, T, H * d]`` expert outputs."""
+        return self.out_proj(rows)
 
 
 class DAMoELayer(nn.Module):
@@ -183,13 +181,16 @@ class DAMoELayer(nn.Module):
         q_t = self.causal_expert(proj.output(causal), x)
         p_t = self.context_expert(proj.output(context), x)
         beta = self.gate_weights(q_t, p_t)
-        hidden_states = hidden_states + beta[..., :1] * q_t + beta[..., 1:] * p_t
+        # beta_1 q + beta_2 p with beta_2 = 1 - beta_1: one lerp kernel instead of two mul + add
+        hidden_states = hidden_states + torch.lerp(p_t, q_t, beta[..., :1])
         y = proj.norm2(hidden_states)
         return hidden_states + self.rec_adapter(proj.mlp(y), y)
 
     def gate_weights(self, q_t, p_t):
-        """The per-token mixture weights ``[..., 2]`` (they sum to 1)."""
-        return self.gate(torch.cat([q_t, p_t], dim=-1)).softmax(-1)
+        """The per-token mixture weights ``[..., 2]`` (they sum to 1): softmax(W [q; p] + b),
+        with W split in its q and p halves so that [q; p] is never materialised."""
+        w_q, w_p = self.gate.weight.split(q_t.size(-1), dim=1)
+        return (F.linear(q_t, w_q, self.gate.bias) + F.linear(p_t, w_p)).softmax(-1)
 
 
 def insert_damoe_layers(llm, architecture, replace_freq, bottleneck, act="gelu", init_std=0.02):
