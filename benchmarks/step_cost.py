@@ -2,6 +2,7 @@
 
     python -m benchmarks.step_cost [--backbone smollm2-135m] [--layers 4] [--batch 4]
                                    [--items 20 50] [--tokens 30] [--repeats 3] [--device cpu]
+                                   [--separate]
 
 On the same batch (``items`` history items of exactly ``tokens`` tokens each, per user) it
 prints ms per training step (forward + backward, L_seq) of
@@ -14,6 +15,12 @@ prints ms per training step (forward + backward, L_seq) of
 plus peak memory (CUDA: max allocated; CPU: peak RSS growth of a fresh child process per
 variant), and the ratios (c)/(a) (target <= 1.3) and (d)/(c) (target >= 1.5). The step
 excludes L_align and L_cl (extra item passes whose cost does not depend on the attention).
+
+Timing: by default the four variants are built in one process and timed round-robin
+(a, b, c, d, a, b, ...; median per variant), so that drift of the machine (frequency, other
+load) hits all of them alike: on the 2-core CPU, timing each variant in its own process moved
+the (c)/(a) ratio between 1.23 and 1.38 from run to run. ``--separate`` times each variant in
+its own process instead (less memory at once: the GPU figures of the notes used it).
 """
 
 import argparse
@@ -60,8 +67,9 @@ def _fixed_length_items(model, tokens):
     model.item_token_lengths[0] = 0
 
 
-def _timed(step, repeats, device):
-    step()  # warm-up
+def _timed(step, repeats, device, warm_up=True):
+    if warm_up:
+        step()
     times = []
     for _ in range(repeats):
         if device.startswith("cuda"):
@@ -74,14 +82,13 @@ def _timed(step, repeats, device):
     return 1000 * sorted(times)[len(times) // 2]  # median ms
 
 
-def measure(variant, args, queue):
-    """Run in a child process: build one variant, time its step, report (ms, peak MiB)."""
+def build_step(variant, args):
+    """Build one variant on the shared batch; return its training step (a closure)."""
     import recbole_mixrec  # noqa: F401
     from recbole_mixrec.model.mixrec import MixRec
     from recbole_mixrec.quick_start import load_dataset
 
     torch.manual_seed(0)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     model_name = "MixRec_base" if variant in ("a_backbone", "b_mixrec_base") else "MixRec"
     config = _config(args, model_name)
     dataset = load_dataset(config)
@@ -109,15 +116,33 @@ def measure(variant, args, queue):
         def step():
             model.zero_grad(set_to_none=True)
             sum(model.calculate_loss(batch)).backward()
+    return step
 
+
+def measure(variant, args, queue):
+    """Run in a child process: build one variant, time its step, report (ms, peak MiB)."""
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step = build_step(variant, args)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    ms = _timed(step, args.repeats, args.device)
+    ms = _timed(step, args.repeats if args.separate else 1, args.device)
     if args.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
     queue.put((ms, peak))
+
+
+def time_round_robin(args):
+    """ms/step per variant, all built in this process and timed in turns (median)."""
+    steps = {variant: build_step(variant, args) for variant in VARIANTS}
+    times = {variant: [] for variant in VARIANTS}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(args.repeats):
+        for variant, step in steps.items():
+            times[variant].append(_timed(step, 1, args.device, warm_up=False))
+    return {variant: sorted(t)[len(t) // 2] for variant, t in times.items()}
 
 
 def run(args):
@@ -129,6 +154,9 @@ def run(args):
         child.start()
         rows[variant] = queue.get()
         child.join()
+    if not args.separate:
+        times = time_round_robin(args)
+        rows = {variant: (times[variant], peak) for variant, (_, peak) in rows.items()}
     return rows
 
 
@@ -141,10 +169,12 @@ def main(argv=None):
     parser.add_argument("--tokens", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--separate", action="store_true", help="time each variant in its own process")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"backbone {args.backbone}, {args.layers} layers, batch {args.batch}, "
-          f"{args.tokens} tokens/item, device {args.device}, torch threads {torch.get_num_threads()}")
+          f"{args.tokens} tokens/item, device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"timing {'one process per variant' if args.separate else 'round-robin in one process'}")
     for items in args.items:
         args.items_now = items
         rows = run(args)

@@ -127,14 +127,33 @@ def test_reference_scan_gives_the_same_model_output(hydra_setup):
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
 
 
-def test_text_features_option_fails_clearly(hydra_setup):
-    config, _, train, _ = hydra_setup
+def test_text_features_add_a_trained_projection_of_frozen_item_text_vectors(hydra_setup):
+    config, _, train, test = hydra_setup
     config["hydra_text_features"] = True
     try:
-        with pytest.raises(NotImplementedError, match="hydra_text_features"):
-            Hydra(config, train._dataset)
+        torch.manual_seed(0)
+        model = Hydra(config, train._dataset)
     finally:
         config["hydra_text_features"] = False
+    vectors = model.item_text_vectors
+    assert vectors.shape == (model.n_items, 384)  # all-MiniLM-L6-v2 width
+    assert torch.equal(vectors[0], torch.zeros(384))  # padding
+    assert (vectors[1:].norm(dim=1) > 0).all()
+    # with the ID embeddings zeroed, items still differ through their text alone
+    with torch.no_grad():
+        model.item_embedding.weight.zero_()
+    table = model.item_vectors()
+    assert not torch.allclose(table[1], table[2])
+    torch.testing.assert_close(table, model.text_projection(vectors))
+    # the projection trains, the text vectors stay frozen and out of the checkpoint
+    model.train()
+    model.calculate_loss(next(iter(train))).backward()
+    assert model.text_projection.weight.grad.abs().sum() > 0
+    assert not vectors.requires_grad
+    assert "item_text_vectors" not in model.state_dict()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        assert model.full_sort_predict(interaction).shape == (len(interaction), model.n_items)
 
 
 def test_one_epoch_on_ml100k(tmp_path):

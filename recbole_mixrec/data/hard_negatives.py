@@ -53,7 +53,10 @@ def text_embeddings(sentences, encoder="all-minilm-l6-v2", batch_size=256):
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         chunks.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-    return torch.cat(chunks)
+    vectors = torch.cat(chunks)
+    # the tokenizer's special tokens would give "" a vector of its own: keep empty ones zero
+    empty = torch.tensor([not s.strip() for s in sentences], dtype=torch.bool)
+    return vectors.masked_fill(empty.unsqueeze(1), 0.0)
 
 
 def interaction_matrix(users, items, n_users, n_items):

@@ -1,6 +1,7 @@
 """Item sentences (spec section 1): each item's attributes flattened to "key value ..." text."""
 
 import numpy as np
+import torch
 from recbole.utils import FeatureType
 
 from recbole_mixrec.errors import MixRecError
@@ -17,8 +18,10 @@ def field_key(field):
 
 def _field_values(dataset, field):
     """The text of ``field`` for every internal item id (row i of ``item_feat`` is item i;
-    index 0 is the padding item). Called while ``item_feat`` is still a DataFrame."""
-    column = dataset.item_feat[field].to_numpy()
+    index 0 is the padding item). ``item_feat`` is a DataFrame before RecBole's ``build()``
+    and an Interaction of tensors after it (a model such as Hydra reads it then)."""
+    column = dataset.item_feat[field]
+    column = column.numpy() if torch.is_tensor(column) else column.to_numpy()
     ftype = dataset.field2type[field]
     if ftype == FeatureType.TOKEN:
         id2token = dataset.field2id_token[field]
@@ -63,3 +66,16 @@ def build_item_sentences(dataset, fields, missing="keep"):
             "set item_text_missing: keep to use key names only"
         )
     return sentences, len(missing_ids)
+
+
+def item_text_vectors(dataset, config, logger=None):
+    """Frozen sentence vectors ``[item_num, dim]`` of every item's sentence (row 0, padding:
+    zeros), from the config's ``text_encoder`` (mean pooling, as for the hard negatives)."""
+    from recbole_mixrec.data.hard_negatives import text_embeddings
+
+    sentences, n_missing = build_item_sentences(
+        dataset, list(config["item_text_fields"] or []), missing=config["item_text_missing"] or "keep"
+    )
+    if n_missing and logger is not None:
+        logger.warning(f"items without text: {n_missing} of {dataset.item_num - 1} (they use key names only)")
+    return text_embeddings(sentences, config["text_encoder"] or "all-minilm-l6-v2")

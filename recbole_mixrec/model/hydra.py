@@ -140,8 +140,10 @@ class Hydra(SequentialRecommender):
     NOTE: scores use the item embedding table (tied output); loss_type CE only (a softmax over
     all items, the project's common setting), so ``input_type`` is POINTWISE and RecBole's Config
     can be built by name without ``loss_type``.
-    NOTE: ``hydra_text_features`` (a projection of frozen item text vectors, the paper's LLM
-    extension) is not implemented: True raises a clear error.
+    NOTE: ``hydra_text_features: True`` (the paper's LLM extension, details not given): every
+    item's sentence (``item_text_fields``) is encoded once by the frozen ``text_encoder``
+    (all-MiniLM-L6-v2 by default, mean pooling); a trained linear projection of that vector is
+    added to the item's ID embedding, for the inputs and for the tied output scores alike.
     """
 
     input_type = InputType.POINTWISE
@@ -166,16 +168,20 @@ class Hydra(SequentialRecommender):
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
         self.loss_type = config["loss_type"]
-        if config["hydra_text_features"]:
-            raise NotImplementedError(
-                "hydra_text_features: True is not implemented (item text vectors); set it to False"
-            )
+        self.text_features = bool(config["hydra_text_features"])
         if self.scan_impl not in ("chunked", "reference"):
             raise ValueError(f"scan_impl '{self.scan_impl}' is not one of ['chunked', 'reference']")
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        if self.text_features:
+            from recbole_mixrec.data.item_text import item_text_vectors
+
+            # frozen and rebuilt from the item text at load time: not part of the checkpoint
+            vectors = item_text_vectors(dataset, config, self.logger)
+            self.register_buffer("item_text_vectors", vectors, persistent=False)
+            self.text_projection = nn.Linear(vectors.size(1), self.hidden_size)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
         mamba_args = (self.d_state, self.d_conv, self.expand, self.dt_rank, self.scan_chunk, self.scan_impl)
@@ -199,22 +205,30 @@ class Hydra(SequentialRecommender):
     def sequence_states(self, item_seq):
         """Hidden states at every position ``[B, L, d]``; position t sees items <= t only."""
         positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        x = self.item_embedding(item_seq) + self.position_embedding(positions)
+        x = self.item_vectors(item_seq) + self.position_embedding(positions)
         x = self.dropout(self.LayerNorm(x))
         for layer in self.layers:
             x = layer(x)
         return x
 
+    def item_vectors(self, items=None):
+        """Item representations (ID embedding, plus projected text with text features), of
+        ``items`` or of all items ``[n_items, d]``."""
+        table = self.item_embedding.weight
+        if self.text_features:
+            table = table + self.text_projection(self.item_text_vectors)
+        return table if items is None else F.embedding(items, table)
+
     def calculate_loss(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         pos_items = interaction[self.POS_ITEM_ID]
-        logits = seq_output @ self.item_embedding.weight.t()
+        logits = seq_output @ self.item_vectors().t()
         return self.loss_fct(logits, pos_items)
 
     def predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+        return (seq_output * self.item_vectors(interaction[self.ITEM_ID])).sum(-1)
 
     def full_sort_predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_embedding.weight.t()  # [B, n_items]
+        return seq_output @ self.item_vectors().t()  # [B, n_items]
