@@ -14,7 +14,7 @@ BASE="--epochs=${BASE_EPOCHS:-100} --stopping_step=10 --show_progress=False"
 left() { echo $(( DEADLINE - ($(date +%s) - start) )); }
 
 if [ "${SKIP_STEP_COST:-0}" != 1 ]; then
-  timeout "$(left)" python3 -W ignore -m benchmarks.step_cost --layers 30 --batch 6 --items 20 50 --repeats 10 \
+  timeout "$(left)" python3 -W ignore -m benchmarks.step_cost --layers 30 --batch 6 --items 20 50 --repeats 10 --separate \
     > "$OUT/step_cost.txt" 2>&1; tail -16 "$OUT/step_cost.txt"
 fi
 

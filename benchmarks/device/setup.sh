@@ -2,7 +2,8 @@
 # Prepare a lent GPU machine (python 3.12, torch/transformers/numpy 2 preinstalled, no network)
 # for recbole_mixrec runs: wheels carried under .gpu/ go to /tmp/site, the numpy-2/no-Ray shim
 # becomes sitecustomize, the split SmolLM2 GGUF is re-assembled when both halves have arrived.
-# Source it:  source benchmarks/device/setup.sh
+# Source it, not in a pipe (a pipe runs it in a subshell and the exports are lost):
+#   source benchmarks/device/setup.sh > /tmp/setup.log 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 RECBOLE_MIXREC_CACHE=/tmp/mixrec_cache
 mkdir -p /tmp/site /tmp/stash
 for w in .gpu/whl/*.whl .gpu/b/*.whl; do

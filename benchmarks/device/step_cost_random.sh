@@ -9,5 +9,5 @@ config = AutoConfig.from_pretrained(".gpu/shape")
 AutoModelForCausalLM.from_config(config).save_pretrained("/tmp/smollm2-random")
 AutoTokenizer.from_pretrained(".gpu/shape").save_pretrained("/tmp/smollm2-random")
 PY
-python3 -W ignore -m benchmarks.step_cost --backbone /tmp/smollm2-random --layers 30 --batch 6 \
+python3 -W ignore -m benchmarks.step_cost --backbone /tmp/smollm2-random --layers 30 --batch 6 --separate \
   --items ${ITEMS:-20 50} --repeats ${REPEATS:-10} 2>&1 | grep -v -E "Loading|Writing|Convert"
