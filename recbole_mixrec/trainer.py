@@ -66,11 +66,17 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
-        total_steps = max(1, len(train_data) * (self.epochs - self.start_epoch))
+        # the schedule spans all epochs; a resumed run (start_epoch > 0) continues it where the
+        # checkpoint's epoch ended instead of starting a new warm-up
+        total_steps = max(1, len(train_data) * self.epochs)
         warmup_steps = max(1, int(self.warmup_ratio * total_steps))
         self.scheduler = LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
         )
+        done_steps = len(train_data) * self.start_epoch
+        if done_steps:
+            self.scheduler.last_epoch = done_steps - 1
+            self.scheduler.step()
         # one scheduler step after every optimizer step, whichever loop makes it
         if self._scheduler_hook is not None:
             self._scheduler_hook.remove()

@@ -43,3 +43,10 @@ def test_optimizer_holds_only_trainable_weights_and_lr_follows_the_schedule(tiny
     # this hook runs after the scheduler's: it records the lr of the next step
     assert lrs[warmup - 1] == pytest.approx(0.01)
     assert max(lrs) == pytest.approx(0.01) and lrs[-1] < 0.01 * 0.05
+    # a run resumed after epoch 0 continues the same schedule (no second warm-up)
+    resumed = MixRecTrainer(config, model)
+    resumed.start_epoch = 1
+    lrs_resumed = []
+    resumed.optimizer.register_step_post_hook(lambda opt, *_: lrs_resumed.append(opt.param_groups[0]["lr"]))
+    resumed.fit(train, valid_data=None, saved=False)
+    assert lrs_resumed == pytest.approx(lrs[len(train):])
