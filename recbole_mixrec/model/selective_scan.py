@@ -85,9 +85,12 @@ def selective_scan(u, delta, A, B, C, D=None, chunk=16, use_kernel=True):
     inputs = inputs.view(b, n_chunks, chunk, heads, p, n)
     cumulative, local = _doubling_scan(decay, inputs)  # within each chunk, from a zero state
     # carry the state across chunk boundaries (L / chunk sequential steps)
+    # (unbind once: indexing the big tensors per chunk would make each backward step allocate
+    # and zero a gradient of their full size, quadratic in L)
     carried = [u.new_zeros(b, heads, p, n)]
+    chunk_decay, chunk_state = cumulative[:, :, -1].unbind(1), local[:, :, -1].unbind(1)
     for c in range(n_chunks - 1):
-        carried.append(cumulative[:, c, -1] * carried[-1] + local[:, c, -1])
+        carried.append(chunk_decay[c] * carried[-1] + chunk_state[c])
     start = torch.stack(carried, dim=1).unsqueeze(2)  # [b, n_chunks, 1, H, P, N]
     states = (cumulative * start + local).view(b, n_chunks * chunk, heads, p, n)[:, :length]
     y = (states * C.unsqueeze(3)).sum(-1)
