@@ -9,7 +9,7 @@ from recbole.utils import set_color
 
 from recbole_mixrec.backbone import default_cache_dir, load_tokenizer
 from recbole_mixrec.data.hard_negatives import cached_hard_negatives
-from recbole_mixrec.data.item_text import build_item_sentences
+from recbole_mixrec.data.item_text import configured_item_sentences
 from recbole_mixrec.data.item_tokens import ItemTokenStore
 from recbole_mixrec.properties import fill_defaults
 
@@ -38,15 +38,7 @@ class MixRecDataset(SequentialDataset):
 
     def _build_item_text(self):
         config = self.config
-        fields = list(config["item_text_fields"] or [])
-        self.item_sentences, n_missing = build_item_sentences(
-            self, fields, missing=config["item_text_missing"] or "keep"
-        )
-        if n_missing:
-            self.logger.warning(
-                set_color("items without text", "red")
-                + f": {n_missing} of {self.item_num - 1} (they use key names only)"
-            )
+        self.item_sentences = configured_item_sentences(self, config, self.logger)
         cache_dir = config["backbone_cache_dir"] or default_cache_dir()
         tokenizer = load_tokenizer(config["backbone"], cache_dir)
         max_tokens = config["item_text_max_tokens"]
@@ -61,7 +53,7 @@ class MixRecDataset(SequentialDataset):
         lengths = self.item_tokens.lengths[1:].float()
         self.logger.info(
             set_color("item sentences", "blue")
-            + f": {len(self.item_sentences) - 1} items, fields {fields}, tokens/item "
+            + f": {len(self.item_sentences) - 1} items, fields {list(config['item_text_fields'])}, tokens/item "
             f"mean {lengths.mean():.1f} max {int(lengths.max())} (cap {max_tokens}); "
             f"e.g. '{self.item_sentences[1]}'"
         )

@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from recbole.utils import FeatureType
+from recbole.utils import FeatureType, set_color
 
 from recbole_mixrec.errors import MixRecError
 
@@ -68,14 +68,24 @@ def build_item_sentences(dataset, fields, missing="keep"):
     return sentences, len(missing_ids)
 
 
-def item_text_vectors(dataset, config, logger=None):
+def configured_item_sentences(dataset, config, logger):
+    """``build_item_sentences`` with the config's ``item_text_fields`` / ``item_text_missing``;
+    the items that got key names only are counted in the log."""
+    sentences, n_missing = build_item_sentences(
+        dataset, list(config["item_text_fields"] or []), missing=config["item_text_missing"] or "keep"
+    )
+    if n_missing:
+        logger.warning(
+            set_color("items without text", "red")
+            + f": {n_missing} of {dataset.item_num - 1} (they use key names only)"
+        )
+    return sentences
+
+
+def item_text_vectors(dataset, config, logger):
     """Frozen sentence vectors ``[item_num, dim]`` of every item's sentence (row 0, padding:
     zeros), from the config's ``text_encoder`` (mean pooling, as for the hard negatives)."""
     from recbole_mixrec.data.hard_negatives import text_embeddings
 
-    sentences, n_missing = build_item_sentences(
-        dataset, list(config["item_text_fields"] or []), missing=config["item_text_missing"] or "keep"
-    )
-    if n_missing and logger is not None:
-        logger.warning(f"items without text: {n_missing} of {dataset.item_num - 1} (they use key names only)")
+    sentences = configured_item_sentences(dataset, config, logger)
     return text_embeddings(sentences, config["text_encoder"] or "all-minilm-l6-v2")

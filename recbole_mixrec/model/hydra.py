@@ -198,37 +198,41 @@ class Hydra(SequentialRecommender):
         nn.init.normal_(self.item_embedding.weight, std=self.initializer_range)
         nn.init.normal_(self.position_embedding.weight, std=self.initializer_range)
 
-    def forward(self, item_seq, item_seq_len):
-        """Hidden state at the last valid position ``[B, d]`` (histories are left-aligned)."""
-        return self.gather_indexes(self.sequence_states(item_seq), item_seq_len - 1)
+    def forward(self, item_seq, item_seq_len, item_table=None):
+        """Hidden state at the last valid position ``[B, d]`` (histories are left-aligned).
+        ``item_table``: ``item_vectors()`` when the caller already has it (one per step)."""
+        return self.gather_indexes(self.sequence_states(item_seq, item_table), item_seq_len - 1)
 
-    def sequence_states(self, item_seq):
+    def sequence_states(self, item_seq, item_table=None):
         """Hidden states at every position ``[B, L, d]``; position t sees items <= t only."""
+        table = self.item_vectors() if item_table is None else item_table
         positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        x = self.item_vectors(item_seq) + self.position_embedding(positions)
+        # padding_idx: no gradient into the padding row, as nn.Embedding(padding_idx=0) gives
+        x = F.embedding(item_seq, table, padding_idx=0) + self.position_embedding(positions)
         x = self.dropout(self.LayerNorm(x))
         for layer in self.layers:
             x = layer(x)
         return x
 
-    def item_vectors(self, items=None):
-        """Item representations (ID embedding, plus projected text with text features), of
-        ``items`` or of all items ``[n_items, d]``."""
+    def item_vectors(self):
+        """Item representations ``[n_items, d]``: the ID embeddings, plus the projected text
+        vectors with text features."""
         table = self.item_embedding.weight
         if self.text_features:
             table = table + self.text_projection(self.item_text_vectors)
-        return table if items is None else F.embedding(items, table)
+        return table
 
     def calculate_loss(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        pos_items = interaction[self.POS_ITEM_ID]
-        logits = seq_output @ self.item_vectors().t()
-        return self.loss_fct(logits, pos_items)
+        table = self.item_vectors()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], table)
+        return self.loss_fct(seq_output @ table.t(), interaction[self.POS_ITEM_ID])
 
     def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (seq_output * self.item_vectors(interaction[self.ITEM_ID])).sum(-1)
+        table = self.item_vectors()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], table)
+        return (seq_output * table[interaction[self.ITEM_ID]]).sum(-1)
 
     def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_vectors().t()  # [B, n_items]
+        table = self.item_vectors()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], table)
+        return seq_output @ table.t()  # [B, n_items]

@@ -286,7 +286,7 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
 
     def _last_hidden(self, interaction):
         hidden, _, count = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return hidden[torch.arange(hidden.size(0), device=hidden.device), count - 1]
+        return self.gather_indexes(hidden, count - 1)  # RecBole's last-position pick
 
     def full_sort_predict(self, interaction):
         return self.item_projection(self._last_hidden(interaction))  # [B, n_items]

@@ -271,7 +271,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         hidden, _, count = self.forward(
             interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
         )
-        return hidden[torch.arange(hidden.size(0), device=hidden.device), count - 1]
+        return self.gather_indexes(hidden, count - 1)  # RecBole's last-position pick
 
     def full_sort_predict(self, interaction):
         return self.item_projection(self._last_hidden(interaction))  # [B, n_items]
