@@ -33,7 +33,7 @@ def _scan_inputs(b=3, length=37, heads=2, p=4, n=5, seed=0):
 
 
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
-@pytest.mark.parametrize("chunk", [1, 4, 16])
+@pytest.mark.parametrize("chunk", [1, 4, 5, 16])
 def test_scan_equals_step_by_step_recurrence(length, chunk):
     inputs = _scan_inputs(length=length)
     expected = selective_scan_reference(*inputs)
@@ -49,6 +49,26 @@ def test_scan_gradients_equal_the_reference():
     selective_scan_reference(*inputs).pow(2).sum().backward()
     for mine, ref in zip(ours, (t.grad for t in inputs)):
         torch.testing.assert_close(mine, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_scan_training_keeps_no_state_tensor_of_the_whole_length():
+    """Backward recomputes chunks: autograd saves nothing larger than an input of the scan
+    (the [b, L, H, P, N] decay/state tensors are N times larger than u)."""
+    inputs = [t.requires_grad_(True) for t in _scan_inputs(length=64)]
+    u, A = inputs[0], inputs[2]
+    full_states = u.numel() * A.size(-1)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        y = selective_scan(*inputs, chunk=8)
+    largest_input = max(t.numel() for t in inputs)
+    assert saved and max(saved) <= largest_input < full_states
+    y.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs)
 
 
 def test_reference_matches_a_hand_computed_single_channel():

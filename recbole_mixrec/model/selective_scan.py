@@ -14,14 +14,16 @@ Recurrence (zero-order hold for A, Euler for B, as in Mamba), per channel and st
     y_t = <C_t, h_t> + D u_t
 
 ``selective_scan_reference`` runs it step by step; ``selective_scan`` (what Hydra uses) is a
-chunked parallel scan: inside chunks of ``chunk`` steps a Hillis-Steele doubling scan
-(``log2(chunk)`` vectorised steps, only products of factors in (0, 1], hence stable), then one
-sequential pass over the ``L / chunk`` chunk boundaries to carry the state. Work and memory are
-linear in ``L`` (for a fixed chunk size). On CUDA, ``mamba_ssm``'s fused kernel is used when it
+chunked scan: chunks of ``chunk`` steps run one after another, each from the previous chunk's end
+state, with a Hillis-Steele doubling scan inside a chunk (``log2(chunk)`` vectorised steps, only
+products of factors in (0, 1], hence stable). In training each chunk is recomputed in backward,
+so the state-sized ``[b, chunk, H, P, N]`` tensors exist for one chunk at a time: work is linear
+in ``L`` and the working set does not grow with it. On CUDA, ``mamba_ssm``'s fused kernel is used when it
 is importable (not a dependency).
 """
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 try:  # optional fused CUDA kernel
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_scan_fn
@@ -45,24 +47,35 @@ def selective_scan_reference(u, delta, A, B, C, D=None):
 
 
 def _doubling_scan(a, x):
-    """Inclusive scan of h_t = a_t h_{t-1} + x_t along dim 2 (length a power of two).
+    """Inclusive scan of h_t = a_t h_{t-1} + x_t along dim 1 (Hillis-Steele, any length).
 
     Returns ``(prod_{s<=t} a_s, h_t with h_{-1} = 0)``, both shaped like the inputs.
     """
     offset = 1
-    while offset < a.size(2):
-        x = torch.cat([x[:, :, :offset], a[:, :, offset:] * x[:, :, :-offset] + x[:, :, offset:]], 2)
-        a = torch.cat([a[:, :, :offset], a[:, :, offset:] * a[:, :, :-offset]], 2)
+    while offset < a.size(1):
+        x = torch.cat([x[:, :offset], a[:, offset:] * x[:, :-offset] + x[:, offset:]], 1)
+        a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], 1)
         offset *= 2
     return a, x
 
 
+def _scan_chunk(state, u, delta, A, B, C):
+    """One chunk of steps from its start ``state`` ``[b, H, P, N]``: ``(y without D, end state)``.
+
+    The ``[b, T, H, P, N]`` decay/input tensors exist for this chunk only.
+    """
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    inputs = (delta * u).unsqueeze(-1) * B.unsqueeze(3)
+    cumulative, local = _doubling_scan(decay, inputs)  # from a zero state
+    states = cumulative * state.unsqueeze(1) + local
+    return (states * C.unsqueeze(3)).sum(-1), states[:, -1]
+
+
 def selective_scan(u, delta, A, B, C, D=None, chunk=16, use_kernel=True):
-    """Chunked parallel selective scan; same result as :func:`selective_scan_reference`.
+    """Chunked selective scan; same result as :func:`selective_scan_reference`.
 
     Args:
-        chunk (int): steps per chunk (rounded up to a power of two, halved while it would pad
-            the sequence by more than 25%).
+        chunk (int): steps per chunk (the last one may be shorter).
         use_kernel (bool): use ``mamba_ssm``'s CUDA kernel when available.
     Returns:
         y ``[b, L, H, P]``.
@@ -70,30 +83,21 @@ def selective_scan(u, delta, A, B, C, D=None, chunk=16, use_kernel=True):
     if use_kernel and _mamba_scan_fn is not None and u.is_cuda:  # pragma: no cover
         return _kernel_scan(u, delta, A, B, C, D)
     b, length, heads, p = u.shape
-    n = A.size(-1)
-    chunk = 1 << max(0, (min(chunk, length) - 1).bit_length())
-    while chunk > 1 and (-length % chunk) * 4 > length:  # keep padding under 25%
-        chunk //= 2
-    n_chunks = -(-length // chunk)
-    pad = n_chunks * chunk - length
-    decay = torch.exp(delta.unsqueeze(-1) * A)  # [b, L, H, P, N]
-    inputs = (delta * u).unsqueeze(-1) * B.unsqueeze(3)  # [b, L, H, P, N]
-    if pad:  # identity steps: decay 1, input 0
-        decay = torch.cat([decay, decay.new_ones(b, pad, heads, p, n)], 1)
-        inputs = torch.cat([inputs, inputs.new_zeros(b, pad, heads, p, n)], 1)
-    decay = decay.view(b, n_chunks, chunk, heads, p, n)
-    inputs = inputs.view(b, n_chunks, chunk, heads, p, n)
-    cumulative, local = _doubling_scan(decay, inputs)  # within each chunk, from a zero state
-    # carry the state across chunk boundaries (L / chunk sequential steps)
-    # (unbind once: indexing the big tensors per chunk would make each backward step allocate
-    # and zero a gradient of their full size, quadratic in L)
-    carried = [u.new_zeros(b, heads, p, n)]
-    chunk_decay, chunk_state = cumulative[:, :, -1].unbind(1), local[:, :, -1].unbind(1)
-    for c in range(n_chunks - 1):
-        carried.append(chunk_decay[c] * carried[-1] + chunk_state[c])
-    start = torch.stack(carried, dim=1).unsqueeze(2)  # [b, n_chunks, 1, H, P, N]
-    states = (cumulative * start + local).view(b, n_chunks * chunk, heads, p, n)[:, :length]
-    y = (states * C.unsqueeze(3)).sum(-1)
+    state = u.new_zeros(b, heads, p, A.size(-1))
+    # Training recomputes each chunk in backward (activation checkpointing): only the chunk
+    # start states stay alive, and forward + backward of a chunk touch a chunk-sized working set,
+    # so the cost per step does not grow with L once the full [b, L, H, P, N] tensors would
+    # outgrow the CPU cache. ``split`` (not per-chunk indexing) keeps the backward linear.
+    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+    ys = []
+    for u_c, delta_c, B_c, C_c in zip(*(t.split(max(1, chunk), dim=1) for t in (u, delta, B, C))):
+        if recompute:
+            y_c, state = checkpoint(_scan_chunk, state, u_c, delta_c, A, B_c, C_c,
+                                    use_reentrant=False, preserve_rng_state=False)
+        else:
+            y_c, state = _scan_chunk(state, u_c, delta_c, A, B_c, C_c)
+        ys.append(y_c)
+    y = torch.cat(ys, 1)
     if D is not None:
         y = y + D * u
     return y
