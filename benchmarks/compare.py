@@ -31,7 +31,7 @@ from recbole_mixrec.errors import MixRecError
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 METRIC_LABELS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}
-CSV_FIELDS = ("model", "status", *METRICS, "valid_score", "valid_metric", "wall_time_s", "error")
+CSV_FIELDS = ("model", "status", *METRICS, "valid_score", "valid_metric", "epochs", "best_epoch", "wall_time_s", "error")
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
@@ -132,6 +132,7 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
         record.update(status="ok", valid_score=float(result["best_valid_score"]),
                       valid_metric=config["valid_metric"],
                       saved_model_file=result["saved_model_file"],
+                      epochs=result["epochs_trained"], best_epoch=result["best_epoch"],
                       **{m: float(test[m]) for m in METRICS if m in test})
     record["wall_time_s"] = round(time.perf_counter() - start, 2)
     return record
@@ -182,6 +183,9 @@ def markdown_table(records, is_plugin=is_plugin_model):
             cells.append(f"**{text}**" if value is not None and value == best else text)
         rows.append(cells + [improvement(values, is_plugin)])
     lines = ["| " + " | ".join(row) + " |" for row in rows]
+    trained = [f"{r['model']} {r['epochs']} ({r['best_epoch']})" for r in done if r.get("epochs")]
+    if trained:  # was it trained to convergence? (early stopping or the epoch cap)
+        lines += ["", "Epochs trained (best epoch, 0-based): " + ", ".join(trained) + "."]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines.append("")

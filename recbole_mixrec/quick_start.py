@@ -140,6 +140,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "epochs_trained": len(trainer.train_loss_dict),  # fewer than ``epochs``: stopped early
+        "best_epoch": trainer.best_epoch,  # 0-based, as in RecBole's log; None when not saved
     }
 
 

@@ -26,7 +26,10 @@ class WeightsOnlyCheckpointMixin:
     RecBole writes them with ``pickle_protocol=4``, whose FRAME opcode the weights-only
     unpickler rejects whatever the content; the classes inside (RecBole's Config) are
     allowed in ``registry.allow_recbole_checkpoints``. Same content, default protocol.
+    ``best_epoch`` is the epoch of the last checkpoint saved (RecBole saves on improvement).
     """
+
+    best_epoch = None
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -42,6 +45,7 @@ class WeightsOnlyCheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
         }
         torch.save(state, saved_model_file)
+        self.best_epoch = epoch
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 

@@ -58,6 +58,9 @@ def test_markdown_table_layout_bold_and_improvement():
     assert rows["Recall@10"] == ["0.1500", "0.1400", "**0.1600**", "+6.7%"]
     assert rows["MRR@10"] == ["0.0500", "**0.0700**", "0.0600", "-14.3%"]
     assert "- FDSA failed: RuntimeError: boom" in text
+    assert "Epochs trained" not in text  # records without epochs (older runs) add no line
+    records[0].update(epochs=72, best_epoch=61)
+    assert "Epochs trained (best epoch, 0-based): GRU4Rec 72 (61)." in compare.markdown_table(records)
     # baselines only: no improvement column value
     _, rows = parse_table(compare.markdown_table(records[:2]))
     assert [cells[-1] for cells in rows.values()] == ["n/a"] * 3
@@ -123,13 +126,16 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
             assert 0.0 <= float(row[key]) <= 1.0
         assert float(row["recall@10"]) >= float(row["ndcg@10"]) >= float(row["mrr@10"]) > 0.0
         assert float(row["wall_time_s"]) > 0.0
+        assert (row["epochs"], row["best_epoch"]) == ("1", "0")  # --epochs=1, checkpoint of epoch 0
         # own checkpoint dir, with the checkpoint of this model
         checkpoints = os.listdir(os.path.join(run_dir, "checkpoints", model))
         assert len(checkpoints) == 1 and checkpoints[0].startswith(f"{model}-")
 
     # table.md: metric rows, model columns, bold = row maximum, n/a (no plugin model succeeded)
     with open(os.path.join(run_dir, "table.md")) as handle:
-        header, table = parse_table(handle.read())
+        text = handle.read()
+    header, table = parse_table(text)
+    assert "Epochs trained (best epoch, 0-based): GRU4Rec 1 (0), SASRec 1 (0)." in text
     assert header == ["Metric", "GRU4Rec", "SASRec", "Improv."]
     assert list(table) == METRIC_ROWS
     for label, key in zip(METRIC_ROWS, ("ndcg@10", "recall@10", "mrr@10")):
