@@ -47,6 +47,9 @@ def check_model(model):
 
 def build_config(model, dataset, config_file_list=None, config_dict=None):
     check_model(model)
+    missing = [path for path in config_file_list or [] if not os.path.isfile(path)]
+    if missing:
+        raise MixRecError(f"config file(s) not found: {missing}")
     with isolated_argv():
         return Config(
             model=model,
@@ -91,13 +94,31 @@ def check_dataset_files(config):
             raise MixRecError(
                 f"load_col: unknown field(s) {unknown} for {path}; its fields: {sorted(columns)}"
             )
+    check_interaction_fields(config, inter_file)
+
+
+def check_interaction_fields(config, inter_file):
+    """The user and item ids, and the time under a temporal split, must be loaded."""
+    load_col = config["load_col"] or {}
+    loaded = load_col.get("inter") or [column.partition(":")[0] for column in _header(inter_file)]
+    needed = {"USER_ID_FIELD": config["USER_ID_FIELD"], "ITEM_ID_FIELD": config["ITEM_ID_FIELD"]}
+    if (config["eval_args"] or {}).get("order") == "TO":
+        needed["TIME_FIELD (eval_args order: TO)"] = config["TIME_FIELD"]
+    missing = [f"{key}={field}" for key, field in needed.items() if field not in loaded]
+    if missing:
+        raise MixRecError(
+            f"{inter_file}: {', '.join(missing)} not among the loaded fields {list(loaded)}; "
+            "name it in load_col: inter: [...] (RecBole's default loads user_id and item_id only)"
+        )
 
 
 def load_dataset(config):
     check_dataset_files(config)
     try:
         return create_dataset(config)
-    except pd.errors.ParserError as err:
+    except MixRecError:
+        raise
+    except (pd.errors.ParserError, ValueError) as err:  # e.g. a float column holding text
         raise MixRecError(f"malformed atomic file of dataset '{config['dataset']}': {err}") from None
 
 
@@ -141,7 +162,7 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "epochs_trained": len(trainer.train_loss_dict),  # fewer than ``epochs``: stopped early
-        "best_epoch": trainer.best_epoch,  # 0-based, as in RecBole's log; None when not saved
+        "best_epoch": getattr(trainer, "best_epoch", None),  # 0-based, as in RecBole's log; None when not saved
     }
 
 

@@ -84,6 +84,42 @@ def test_cli_bad_input_is_one_clear_line(args, message, capsys):
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+def _atomic_inter(folder, header, rows):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "ds.inter"), "w") as handle:
+        handle.write("\n".join(["\t".join(header)] + ["\t".join(row) for row in rows]) + "\n")
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing config file", "config file(s) not found: ['nope.yaml']"),
+        ("text in a float column", "malformed atomic file of dataset 'ds': Unable to convert column timestamp:float"),
+        ("no time under TO", "TIME_FIELD (eval_args order: TO)=timestamp not among the loaded fields"),
+        ("--scan_impl=fast", "scan_impl 'fast' is not one of ['chunked', 'reference']"),
+        ("--scan_chunk=0", "scan_chunk=0: must be an integer >= 1"),
+    ],
+)
+def test_cli_bad_files_and_settings_are_one_clear_line(case, message, tmp_path, capsys):
+    rows = [(str(u), str(i), str(u * 10 + i)) for u in range(1, 4) for i in range(1, 6)]
+    args = ["--model=SASRec", "--dataset=ds", f"--data_path={tmp_path}", "--show_progress=False",
+            f"--checkpoint_dir={tmp_path}"]
+    if case == "missing config file":
+        args += ["--config_files=nope.yaml"]
+    elif case == "text in a float column":
+        rows[4] = ("1", "5", "abc")
+        args += ["--load_col={'inter': ['user_id', 'item_id', 'timestamp']}"]
+        _atomic_inter(tmp_path / "ds", ["user_id:token", "item_id:token", "timestamp:float"], rows)
+    elif case == "no time under TO":
+        _atomic_inter(tmp_path / "ds", ["user_id:token", "item_id:token"], [r[:2] for r in rows])
+    else:
+        args = ["--model=Hydra", "--dataset=ml-100k", case, "--show_progress=False"]  # a model setting
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
 def test_a_ray_worker_that_imports_the_plugin_resolves_it_by_name(cache_dir):
     ray = pytest.importorskip("ray")
 

@@ -1,7 +1,9 @@
 """Hydra: the selective scan against the step-by-step recurrence, causality of the scan and of
 the model, shapes, and one epoch on ml-100k through run_mixrec."""
 
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from recbole.data import data_preparation
 from recbole.utils import get_model, get_trainer
 
+from recbole_mixrec.model import selective_scan as selective_scan_module
 from recbole_mixrec.model.hydra import Hydra
 from recbole_mixrec.model.selective_scan import selective_scan, selective_scan_reference
 from recbole_mixrec.quick_start import build_config, load_dataset, run_mixrec
@@ -51,22 +54,35 @@ def test_scan_gradients_equal_the_reference():
         torch.testing.assert_close(mine, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_scan_training_keeps_no_state_tensor_of_the_whole_length():
-    """Backward recomputes chunks: autograd saves nothing larger than an input of the scan
-    (the [b, L, H, P, N] decay/state tensors are N times larger than u)."""
+def test_scan_training_keeps_no_state_tensor_alive(monkeypatch):
+    """Backward recomputes chunks: after forward, neither autograd's saved tensors nor the chunk
+    states handed from chunk to chunk hold a [b, chunk, H, P, N] tensor (the states of a
+    whole chunk) or anything larger than an input of the scan."""
     inputs = [t.requires_grad_(True) for t in _scan_inputs(length=64)]
     u, A = inputs[0], inputs[2]
-    full_states = u.numel() * A.size(-1)
-    saved = []
+    b, _, heads, p = u.shape
+    saved, chunk_outputs = [], []
 
-    def pack(tensor):
-        saved.append(tensor.numel())
+    def pack(tensor):  # storage size: a view keeps all of its base alive
+        saved.append(tensor.untyped_storage().nbytes() // tensor.element_size())
         return tensor
 
+    real_chunk = selective_scan_module._scan_chunk
+
+    def watched_chunk(*args):  # the real computation; keeps weak references to its outputs' storage
+        y_c, end_state = real_chunk(*args)
+        base = end_state if end_state._base is None else end_state._base
+        chunk_outputs.append(weakref.ref(base))
+        return y_c, end_state
+
+    monkeypatch.setattr(selective_scan_module, "_scan_chunk", watched_chunk)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         y = selective_scan(*inputs, chunk=8)
+    gc.collect()
     largest_input = max(t.numel() for t in inputs)
-    assert saved and max(saved) <= largest_input < full_states
+    assert saved and max(saved) <= largest_input < u.numel() * A.size(-1)
+    alive = [ref() for ref in chunk_outputs if ref() is not None]
+    assert alive and all(t.numel() == b * heads * p * A.size(-1) for t in alive)
     y.sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in inputs)
 

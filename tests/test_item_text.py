@@ -90,6 +90,12 @@ def test_item_without_text_can_be_an_error(tmp_path, tiny_config_dict):
         load_dataset(config)
 
 
+def test_unknown_item_text_missing_value_is_a_clear_error(tmp_path, tiny_config_dict):
+    config = _tiny_dataset_config(tmp_path, tiny_config_dict, item_text_missing="skip")
+    with pytest.raises(ItemTextError, match=r"item_text_missing 'skip' is not one of \['keep', 'error'\]"):
+        load_dataset(config)
+
+
 def test_unknown_text_field_is_a_clear_error(tmp_path, tiny_config_dict):
     config = _tiny_dataset_config(tmp_path, tiny_config_dict, item_text_fields=["title", "colour"])
     with pytest.raises(ItemTextError, match=r"unknown item field\(s\) \['colour'\].*brand"):

@@ -41,6 +41,8 @@ def build_item_sentences(dataset, fields, missing="keep"):
     An item with no text at all gets its key names only (spec decision) and is counted, or,
     with ``missing="error"``, raises. Index 0 (padding) gets ``""``.
     """
+    if missing not in ("keep", "error"):
+        raise ItemTextError(f"item_text_missing '{missing}' is not one of ['keep', 'error']")
     if not fields:
         raise ItemTextError("item_text_fields is empty: name the item fields that describe an item")
     item_fields = set(dataset.item_feat.columns) if dataset.item_feat is not None else set()

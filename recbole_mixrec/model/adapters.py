@@ -7,6 +7,7 @@ identity and a fresh MixRec computes exactly what the frozen backbone computes.
 from torch import nn
 
 from recbole_mixrec.backbone import decoder_layers, sublayer_names
+from recbole_mixrec.errors import MixRecError
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 
@@ -15,7 +16,7 @@ class BottleneckAdapter(nn.Module):
     def __init__(self, hidden_size, bottleneck, act="gelu", init_std=0.02):
         super().__init__()
         if act not in ACTIVATIONS:
-            raise ValueError(f"adapter_act '{act}' is not one of {sorted(ACTIVATIONS)}")
+            raise MixRecError(f"adapter_act '{act}' is not one of {sorted(ACTIVATIONS)}")
         self.down = nn.Linear(hidden_size, bottleneck)
         self.act = ACTIVATIONS[act]()
         self.up = nn.Linear(bottleneck, hidden_size)

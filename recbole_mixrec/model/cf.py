@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_mixrec.errors import MixRecError
+
 
 class MFScorer(nn.Module):
     """Matrix factorisation: s(u, i) = e_u . e_i."""
@@ -49,7 +51,7 @@ def build_cf_model(name, n_users, n_items, dim):
     if name is None or str(name).lower() == "none":
         return None
     if name not in CF_MODELS:
-        raise ValueError(f"cf_model '{name}' is not one of {sorted(CF_MODELS)} or 'none'")
+        raise MixRecError(f"cf_model '{name}' is not one of {sorted(CF_MODELS)} or 'none'")
     return CF_MODELS[name](n_users, n_items, dim)
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_mixrec.backbone import BackboneError
+from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.adapters import BottleneckAdapter
 from recbole_mixrec.model.attention import ExpertMasks, expert_attention
 
@@ -50,14 +51,14 @@ def parse_architecture(architecture, n_layers):
     elif isinstance(architecture, str):
         text = architecture.strip().lower()
         if set(text) - {"s", "p"}:
-            raise ValueError(f"architecture '{architecture}': use only the characters 's' and 'p'")
+            raise MixRecError(f"architecture '{architecture}': use only the characters 's' and 'p'")
         flags = [c == "p" for c in text]
     else:
         if any(int(v) not in (0, 1) for v in architecture):
-            raise ValueError(f"architecture {architecture}: a list must hold only 0 and 1")
+            raise MixRecError(f"architecture {architecture}: a list must hold only 0 and 1")
         flags = [bool(int(v)) for v in architecture]
     if len(flags) != expected:
-        raise ValueError(
+        raise MixRecError(
             f"architecture has {len(flags)} choices but the model has {n_layers} DAMoE layers "
             f"x {ARCHITECTURE_CHOICES} = {expected} (F_causal, F_context, rec adapter per layer)"
         )
@@ -67,7 +68,7 @@ def parse_architecture(architecture, n_layers):
 def damoe_layer_indices(n_layers, replace_freq):
     """0-based indices of the layers that become DAMoE layers: every ``replace_freq``-th one."""
     if replace_freq < 1:
-        raise ValueError(f"replace_freq={replace_freq}: must be >= 1")
+        raise MixRecError(f"replace_freq={replace_freq}: must be >= 1")
     return [k for k in range(n_layers) if (k + 1) % replace_freq == 0]
 
 

@@ -27,6 +27,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.selective_scan import selective_scan, selective_scan_reference
 from recbole_mixrec.properties import fill_defaults
 
@@ -170,7 +171,9 @@ class Hydra(SequentialRecommender):
         self.loss_type = config["loss_type"]
         self.text_features = bool(config["hydra_text_features"])
         if self.scan_impl not in ("chunked", "reference"):
-            raise ValueError(f"scan_impl '{self.scan_impl}' is not one of ['chunked', 'reference']")
+            raise MixRecError(f"scan_impl '{self.scan_impl}' is not one of ['chunked', 'reference']")
+        if not isinstance(self.scan_chunk, int) or self.scan_chunk < 1:
+            raise MixRecError(f"scan_chunk={self.scan_chunk}: must be an integer >= 1")
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -191,7 +194,7 @@ class Hydra(SequentialRecommender):
             for _ in range(self.n_layers)
         )
         if self.loss_type != "CE":
-            raise NotImplementedError(f"Hydra supports loss_type 'CE' only, not '{self.loss_type}'")
+            raise MixRecError(f"Hydra supports loss_type 'CE' only, not '{self.loss_type}'")
         self.loss_fct = nn.CrossEntropyLoss()
 
         # parameters initialization

@@ -27,6 +27,7 @@ from torch import nn
 from recbole_mixrec.backbone import (
     default_cache_dir, decoder_layers, load_backbone, sequence_prefix_ids,
 )
+from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
 from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
@@ -53,7 +54,7 @@ def keep_top_layers(causal_lm, num_layers):
     """Keep only the last ``num_layers`` decoder layers of ``causal_lm`` (in place)."""
     layers = decoder_layers(causal_lm)
     if not 0 < num_layers <= len(layers):
-        raise ValueError(f"sequence_layers={num_layers}: the backbone has {len(layers)} layers")
+        raise MixRecError(f"sequence_layers={num_layers}: the backbone has {len(layers)} layers")
     del layers[: len(layers) - num_layers]
     config = causal_lm.config
     config.num_hidden_layers = num_layers
@@ -114,9 +115,9 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
         self.adapter_init_std = config["adapter_init_std"]
         self.initializer_range = config["initializer_range"]
         if self.item_pooling not in ("last", "mean"):
-            raise ValueError(f"item_pooling '{self.item_pooling}' is not one of ['last', 'mean']")
+            raise MixRecError(f"item_pooling '{self.item_pooling}' is not one of ['last', 'mean']")
         if self.sequence_encoder not in ("transformer", "upper_layers"):
-            raise ValueError(
+            raise MixRecError(
                 f"sequence_encoder '{self.sequence_encoder}' is not one of ['transformer', 'upper_layers']"
             )
 

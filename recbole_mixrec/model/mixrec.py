@@ -20,6 +20,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_mixrec.backbone import load_backbone, sequence_prefix_ids
+from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.attention import ExpertMasks
 from recbole_mixrec.model.cf import bpr_loss, build_cf_model, pretrain_cf
@@ -72,7 +73,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.cf_in_align = config["cf_in_align"]
         self.initializer_range = config["initializer_range"]
         if config["cf_model"] not in (None, "none") and not self.use_damoe:
-            raise ValueError("cf_model needs DAMoE layers (damoe: True): CF vectors enter there")
+            raise MixRecError("cf_model needs DAMoE layers (damoe: True): CF vectors enter there")
 
         # define layers and loss
         causal_lm, tokenizer = load_backbone(
@@ -120,7 +121,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             persistent=False,
         )
         if self.lambda_cl > 0 and sizes is None:
-            raise ValueError("lambda_cl > 0 needs the dataset's hard negatives (MixRecDataset)")
+            raise MixRecError("lambda_cl > 0 needs the dataset's hard negatives (MixRecDataset)")
         self.mark_frozen_backbone(self.llm)
 
     def _init_new_weights(self):

@@ -68,7 +68,8 @@ def _scan_chunk(state, u, delta, A, B, C):
     inputs = (delta * u).unsqueeze(-1) * B.unsqueeze(3)
     cumulative, local = _doubling_scan(decay, inputs)  # from a zero state
     states = cumulative * state.unsqueeze(1) + local
-    return (states * C.unsqueeze(3)).sum(-1), states[:, -1]
+    # clone: a view would keep the whole chunk alive as the next checkpoint's input
+    return (states * C.unsqueeze(3)).sum(-1), states[:, -1].clone()
 
 
 def selective_scan(u, delta, A, B, C, D=None, chunk=16, use_kernel=True):
@@ -90,7 +91,7 @@ def selective_scan(u, delta, A, B, C, D=None, chunk=16, use_kernel=True):
     # outgrow the CPU cache. ``split`` (not per-chunk indexing) keeps the backward linear.
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
     ys = []
-    for u_c, delta_c, B_c, C_c in zip(*(t.split(max(1, chunk), dim=1) for t in (u, delta, B, C))):
+    for u_c, delta_c, B_c, C_c in zip(*(t.split(chunk, dim=1) for t in (u, delta, B, C))):
         if recompute:
             y_c, state = checkpoint(_scan_chunk, state, u_c, delta_c, A, B_c, C_c,
                                     use_reentrant=False, preserve_rng_state=False)

@@ -25,6 +25,8 @@ from botorch.acquisition import (
     UpperConfidenceBound,
 )
 
+from recbole_mixrec.errors import MixRecError
+
 ACQUISITIONS = ("logei", "ei", "ucb")
 DTYPE = torch.double
 
@@ -41,7 +43,7 @@ def make_acquisition(model, train_Y, kind="logei", ucb_beta=2.0):
         return ExpectedImprovement(model, best_f=best_f)
     if kind == "ucb":
         return UpperConfidenceBound(model, beta=float(ucb_beta))
-    raise ValueError(f"bo_acquisition must be one of {ACQUISITIONS}, got '{kind}'")
+    raise MixRecError(f"bo_acquisition must be one of {ACQUISITIONS}, got '{kind}'")
 
 
 def evaluate_acquisition(acqf, z):

@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.search.acquisition import (
     make_acquisition,
     optimize_pr,
@@ -146,7 +147,7 @@ def bo_loop(objective, d, n_iterations=30, n_initial=5, q=2, seed=2024, log_path
     ``method``: ``"bo"`` (GP + probabilistic reparameterization) or ``"random"``. Trial ``i``
     gets seed ``seed + i`` and directory ``trial_root/trial_<i>`` (``None`` without a root)."""
     if method not in ("bo", "random"):
-        raise ValueError(f"method must be 'bo' or 'random', got '{method}'")
+        raise MixRecError(f"method must be 'bo' or 'random', got '{method}'")
     log = TrialLog(log_path)
     if log.records:
         logger.info("resuming from %s: %d trial(s) already logged", log_path, len(log.records))

@@ -42,6 +42,8 @@ from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
+from recbole_mixrec.errors import MixRecError
+
 SURROGATES = ("rbf", "hamming")
 DTYPE = torch.double
 
@@ -51,7 +53,7 @@ def fit_surrogate(train_X, train_Y, kind="rbf", maxiter=100):
     in eval mode. Outcomes are standardised inside the model (posterior in original units).
     ``maxiter`` caps the L-BFGS-B iterations of the hyperparameter fit."""
     if kind not in SURROGATES:
-        raise ValueError(f"bo_surrogate must be one of {SURROGATES}, got '{kind}'")
+        raise MixRecError(f"bo_surrogate must be one of {SURROGATES}, got '{kind}'")
     train_X = torch.as_tensor(train_X, dtype=DTYPE)
     train_Y = torch.as_tensor(train_Y, dtype=DTYPE).reshape(-1, 1)
     if train_X.dim() != 2 or train_X.shape[0] != train_Y.shape[0]:
