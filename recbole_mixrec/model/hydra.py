@@ -16,7 +16,8 @@ selective SSM block. One Hydra layer::
     x_h  += FC_h(LN_h(x_h))                (per-head feed-forward)
     x     = LN(x + Dropout([x_1..x_H] W_o))
 
-The scan is ``selective_scan.selective_scan`` (chunked parallel scan, linear in L).
+The scan is ``selective_scan.selective_scan`` (chunk after chunk, parallel inside a chunk, each
+chunk recomputed in backward: linear in L).
 """
 
 import math
