@@ -12,7 +12,9 @@ another. ``<out>/<dataset>/<timestamp>/`` receives:
 * ``configs/<model>.yaml`` (the final config's plain entries), ``checkpoints/<model>/``;
 * ``stats.md``: the dataset's Table-1 statistics (``dataset_tools`` stats).
 
-``--resume DIR`` continues a run: models with an "ok" record are not re-run, failed ones are.
+``--resume DIR`` continues a run: models with an "ok" record are not re-run; the others are,
+from their last checkpoint in ``checkpoints/<model>/`` when there is one (a run stopped midway
+continues from its best epoch so far).
 A model that raises is recorded with ``status=failed`` and its error; the others go on.
 """
 
@@ -113,17 +115,29 @@ def dump_config(config, path):
         yaml.safe_dump(entries, handle, sort_keys=True)
 
 
+def last_checkpoint(checkpoint_dir):
+    """Newest ``.pth`` in ``checkpoint_dir`` or None."""
+    if not os.path.isdir(checkpoint_dir):
+        return None
+    files = [os.path.join(checkpoint_dir, f) for f in os.listdir(checkpoint_dir) if f.endswith(".pth")]
+    return max(files, key=os.path.getmtime, default=None)
+
+
 def run_one(model, dataset, run_dir, config_files, config_dict):
     """Train and test one model; return its record (never raises for a model's failure)."""
     from recbole_mixrec.quick_start import build_config, run_mixrec
 
-    config_dict = dict(config_dict, checkpoint_dir=os.path.join(run_dir, "checkpoints", model))
+    checkpoint_dir = os.path.join(run_dir, "checkpoints", model)
+    config_dict = dict(config_dict, checkpoint_dir=checkpoint_dir)
+    resume_file = last_checkpoint(checkpoint_dir)
+    if resume_file:
+        print(f"resume {model} from {resume_file}", flush=True)
     record = {"model": model, "status": "failed", "error": ""}
     start = time.perf_counter()
     try:
         config = build_config(model, dataset, config_files, config_dict)
         dump_config(config, os.path.join(run_dir, "configs", f"{model}.yaml"))
-        result = run_mixrec(model, dataset, config_files, config_dict)
+        result = run_mixrec(model, dataset, config_files, config_dict, resume_file=resume_file)
     except Exception as err:  # a failing model must not stop the others
         traceback.print_exc()
         record["error"] = f"{type(err).__name__}: {err}".splitlines()[0]

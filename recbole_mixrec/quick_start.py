@@ -122,12 +122,13 @@ def load_dataset(config):
         raise MixRecError(f"malformed atomic file of dataset '{config['dataset']}': {err}") from None
 
 
-def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True):
+def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None):
     """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
 
     Works for the plugin's models and for RecBole's (baselines get the same split, metrics
     and dataset yaml). The plugin's yaml files come first, ``config_file_list`` after them,
-    ``config_dict`` last.
+    ``config_dict`` last. ``resume_file``: a checkpoint of this model and config to continue
+    from (weights, optimizer, epoch, early-stopping state).
     """
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -146,6 +147,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     if trainer_class is Trainer:  # RecBole's baselines: same loop, loadable checkpoints
         trainer_class = BaselineTrainer
     trainer = trainer_class(config, model)
+    if resume_file:
+        trainer.resume_checkpoint(resume_file)
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -161,7 +164,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
-        "epochs_trained": len(trainer.train_loss_dict),  # fewer than ``epochs``: stopped early
+        # fewer than ``epochs``: stopped early (train_loss_dict is keyed by epoch, resumes included)
+        "epochs_trained": max(trainer.train_loss_dict, default=trainer.start_epoch - 1) + 1,
         "best_epoch": getattr(trainer, "best_epoch", None),  # 0-based, as in RecBole's log; None when not saved
     }
 

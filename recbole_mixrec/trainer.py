@@ -35,6 +35,8 @@ class WeightsOnlyCheckpointMixin:
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        # RecBole saves "epoch -1" when nothing is left to train; a resumed model keeps its epoch
+        epoch = max(epoch, self.start_epoch - 1)
         state = {
             "config": self.config,
             "epoch": epoch,
@@ -48,6 +50,10 @@ class WeightsOnlyCheckpointMixin:
         self.best_epoch = epoch
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def resume_checkpoint(self, resume_file):
+        super().resume_checkpoint(resume_file)  # later improvements overwrite resume_file
+        self.best_epoch = self.start_epoch - 1
 
 
 class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):

@@ -171,3 +171,16 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
     assert os.stat(records["MixRec"]).st_mtime_ns > before["MixRec"][0]
     with open(os.path.join(run_dir, "results.csv"), newline="") as handle:
         assert [r["model"] for r in csv.DictReader(handle)] == ["MixRec", "GRU4Rec", "SASRec"]
+
+    # a model stopped midway (checkpoint, no record) continues from its checkpoint: here the
+    # checkpoint is of the last epoch, so nothing is retrained and the test result is the same
+    os.remove(records["GRU4Rec"])
+    compare.main(argv[:4] + ["--resume", run_dir] + QUICK)
+    out = capsys.readouterr().out
+    assert "resume GRU4Rec from " in out and "skip SASRec: already done" in out
+    with open(os.path.join(run_dir, "results.csv"), newline="") as handle:
+        resumed = {r["model"]: r for r in csv.DictReader(handle)}["GRU4Rec"]
+    assert resumed["status"] == "ok" and (resumed["epochs"], resumed["best_epoch"]) == ("1", "0")
+    for key in ("ndcg@10", "recall@10", "mrr@10", "valid_score"):
+        assert float(resumed[key]) == pytest.approx(float(rows["GRU4Rec"][key]), abs=1e-4)
+    assert len(os.listdir(os.path.join(run_dir, "checkpoints", "GRU4Rec"))) == 1
