@@ -122,6 +122,21 @@ def load_dataset(config):
         raise MixRecError(f"malformed atomic file of dataset '{config['dataset']}': {err}") from None
 
 
+def init_run_logger(config):
+    """RecBole's ``init_logger`` for this run's log file.
+
+    It ends in ``logging.basicConfig``, a no-op once the root logger has handlers: a second
+    run in the same process (``benchmarks.compare``, in-process BO trials) would write into the
+    first run's file and leave its own empty. Drop the handlers a previous call added first.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) in (logging.StreamHandler, logging.FileHandler):  # not pytest's
+            root.removeHandler(handler)
+            handler.close()
+    init_logger(config)
+
+
 def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None):
     """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
 
@@ -132,7 +147,7 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     """
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     logger = logging.getLogger()
     logger.info(config)
 

@@ -2,6 +2,8 @@
 
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -179,3 +181,22 @@ def test_cli_search_bo_then_trains_with_the_best_architecture(tiny_config_dict, 
     saved = yaml.safe_load((tmp_path / "search" / "best_architecture.yaml").read_text())
     assert saved == {"architecture": best}
     assert "MixRec on ml-100k: test mrr@10:" in out
+
+
+def test_two_runs_in_one_process_each_write_their_own_log(tmp_path):
+    """RecBole's init_logger only configures logging once per process; every run gets its log."""
+    script = (
+        "from recbole_mixrec.quick_start import run_mixrec\n"
+        "quick = dict(epochs=1, MAX_ITEM_LIST_LENGTH=5, embedding_size=16, hidden_size=16, "
+        "user_inter_num_interval='[0,40]', show_progress=False, train_batch_size=4096)\n"
+        "for model in ('GRU4Rec', 'SASRec'):\n"
+        "    run_mixrec(model, 'ml-100k', config_dict=quick, saved=False)\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.getcwd())
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    for model in ("GRU4Rec", "SASRec"):
+        (log_file,) = (tmp_path / "log" / model).iterdir()
+        text = log_file.read_text()
+        assert f"model = {model}" in text or f"{model}(" in text
+        assert "epoch 0 training" in text and "test result" in text
