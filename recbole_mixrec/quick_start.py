@@ -129,11 +129,17 @@ def init_run_logger(config):
     run in the same process (``benchmarks.compare``, in-process BO trials) would write into the
     first run's file and leave its own empty. Drop the handlers a previous call added first.
     """
+    from colorlog import ColoredFormatter
+    from recbole.utils.logger import RemoveColorFilter
+
+    def made_by_recbole(handler):  # its file handler strips colours, its console one adds them
+        return any(isinstance(f, RemoveColorFilter) for f in handler.filters) or isinstance(
+            handler.formatter, ColoredFormatter)
+
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if type(handler) in (logging.StreamHandler, logging.FileHandler):  # not pytest's
-            root.removeHandler(handler)
-            handler.close()
+    for handler in [h for h in root.handlers if made_by_recbole(h)]:
+        root.removeHandler(handler)
+        handler.close()
     init_logger(config)
 
 
