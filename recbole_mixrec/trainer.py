@@ -43,7 +43,10 @@ class WeightsOnlyCheckpointMixin:
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
             "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
+            # modules there (FDSA's feature_embed_layer) are submodules, already in state_dict;
+            # pickled whole they would make the file unloadable with weights_only=True
+            "other_parameter": {k: v for k, v in self.model.other_parameter().items()
+                                if not isinstance(v, torch.nn.Module)},
             "optimizer": self.optimizer.state_dict(),
         }
         torch.save(state, saved_model_file)

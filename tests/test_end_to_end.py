@@ -200,3 +200,16 @@ def test_two_runs_in_one_process_each_write_their_own_log(tmp_path):
         text = log_file.read_text()
         assert f"model = {model}" in text or f"{model}(" in text
         assert "epoch 0 training" in text and "test result" in text
+
+
+def test_fdsa_checkpoint_loads_weights_only(tmp_path):
+    """FDSA lists a module in other_parameter; its checkpoint must still load weights-only
+    (RecBole's test evaluation reloads it)."""
+    quick = dict(epochs=1, MAX_ITEM_LIST_LENGTH=5, embedding_size=16, hidden_size=16,
+                 user_inter_num_interval="[0,40]", show_progress=False, train_batch_size=4096,
+                 checkpoint_dir=str(tmp_path))
+    with isolated_argv():
+        result = run_mixrec("FDSA", "ml-100k", config_dict=quick)
+    assert all(math.isfinite(result["test_result"][m]) for m in METRICS)
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)
+    assert checkpoint["other_parameter"] == {} and "feature_embed_layer" not in checkpoint["other_parameter"]
