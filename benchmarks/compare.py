@@ -13,8 +13,8 @@ another. ``<out>/<dataset>/<timestamp>/`` receives:
 * ``stats.md``: the dataset's Table-1 statistics (``dataset_tools`` stats).
 
 ``--resume DIR`` continues a run: models with an "ok" record are not re-run; the others are,
-from their last checkpoint in ``checkpoints/<model>/`` when there is one (a run stopped midway
-continues from its best epoch so far).
+from their checkpoints in ``checkpoints/<model>/`` when there are some (a run stopped midway
+continues after its last validation; from its best epoch when it has no ``*-last.pth``).
 A model that raises is recorded with ``status=failed`` and its error; the others go on.
 """
 
@@ -116,11 +116,12 @@ def dump_config(config, path):
 
 
 def last_checkpoint(checkpoint_dir):
-    """Newest ``.pth`` in ``checkpoint_dir`` or None."""
+    """The checkpoint to resume from in ``checkpoint_dir``, or None: the newest resume
+    checkpoint (``*-last.pth``, the state after the last validation), else the newest best one."""
     if not os.path.isdir(checkpoint_dir):
         return None
     files = [os.path.join(checkpoint_dir, f) for f in os.listdir(checkpoint_dir) if f.endswith(".pth")]
-    return max(files, key=os.path.getmtime, default=None)
+    return max(files, key=lambda f: (f.endswith("-last.pth"), os.path.getmtime(f)), default=None)
 
 
 def run_one(model, dataset, run_dir, config_files, config_dict):

@@ -5,11 +5,14 @@ evaluation, early stopping, best-checkpoint saving) is RecBole's own ``Trainer``
 """
 
 import math
+import os
 
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.optim.lr_scheduler import LambdaLR
+
+from recbole_mixrec.errors import MixRecError
 
 
 def warmup_cosine(step, total_steps, warmup_steps):
@@ -21,23 +24,26 @@ def warmup_cosine(step, total_steps, warmup_steps):
 
 
 class WeightsOnlyCheckpointMixin:
-    """Save checkpoints that ``torch.load(weights_only=True)`` (the torch >= 2.6 default) reads.
+    """Save checkpoints that ``torch.load(weights_only=True)`` (the torch >= 2.6 default) reads,
+    and a resume checkpoint after every validation.
 
     RecBole writes them with ``pickle_protocol=4``, whose FRAME opcode the weights-only
     unpickler rejects whatever the content; the classes inside (RecBole's Config) are
     allowed in ``registry.allow_recbole_checkpoints``. Same content, default protocol.
     ``best_epoch`` is the epoch of the last checkpoint saved (RecBole saves on improvement).
+
+    RecBole keeps only the best epoch's weights, so a run cut off resumes from its best epoch
+    and trains the epochs after it again. With ``save_resume_checkpoint`` the state after every
+    validation (weights, optimizer, early-stopping counters, best epoch and result) also goes
+    to ``<best file>-last.pth``; resuming from that file continues where the run stopped and
+    still tests the best file's weights.
     """
 
     best_epoch = None
+    _resumed_from_last = False
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        # RecBole saves "epoch -1" when nothing is left to train; a resumed model keeps its epoch
-        epoch = max(epoch, self.start_epoch - 1)
-        state = {
+    def _checkpoint_state(self, epoch):
+        return {
             "config": self.config,
             "epoch": epoch,
             "cur_step": self.cur_step,
@@ -49,14 +55,63 @@ class WeightsOnlyCheckpointMixin:
                                 if not isinstance(v, torch.nn.Module)},
             "optimizer": self.optimizer.state_dict(),
         }
-        torch.save(state, saved_model_file)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        if epoch < 0 and self._resumed_from_last:
+            return  # RecBole's save when nothing is left to train: the best file is already there
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        # RecBole saves "epoch -1" when nothing is left to train; a resumed model keeps its epoch
+        epoch = max(epoch, self.start_epoch - 1)
+        torch.save(self._checkpoint_state(epoch), saved_model_file)
         self.best_epoch = epoch
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
+    @property
+    def resume_file(self):
+        """Where the state after the latest validation goes."""
+        return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
+
+    def _save_resume_checkpoint(self, epoch):
+        state = self._checkpoint_state(epoch)
+        state.update(
+            best_model_file=os.path.basename(self.saved_model_file),  # same folder, may move
+            best_epoch=self.best_epoch,
+            best_valid_result={k: float(v) for k, v in (self.best_valid_result or {}).items()},
+        )
+        torch.save(state, self.resume_file)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        if saved and self.config["save_resume_checkpoint"]:
+            user_callback = callback_fn
+
+            def callback_fn(epoch_idx, valid_score):  # RecBole calls it after each validation
+                self._save_resume_checkpoint(epoch_idx)
+                if user_callback is not None:
+                    user_callback(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
     def resume_checkpoint(self, resume_file):
-        super().resume_checkpoint(resume_file)  # later improvements overwrite resume_file
+        super().resume_checkpoint(resume_file)  # a best checkpoint: later improvements overwrite it
         self.best_epoch = self.start_epoch - 1
+        checkpoint = torch.load(resume_file, map_location="cpu", mmap=True)
+        if "best_model_file" not in checkpoint:
+            return
+        best_file = os.path.join(os.path.dirname(str(resume_file)), checkpoint["best_model_file"])
+        if not os.path.isfile(best_file):
+            raise MixRecError(
+                f"{resume_file} continues the run whose best checkpoint is {best_file}, "
+                "which is missing: resume from a best checkpoint instead"
+            )
+        self.saved_model_file = best_file  # improvements and the final test use the best file
+        self.best_epoch = checkpoint["best_epoch"]
+        self.best_valid_result = checkpoint["best_valid_result"] or None
+        self._resumed_from_last = True
+        self.logger.info(f"best checkpoint so far: {best_file} (epoch {self.best_epoch})")
 
 
 class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):

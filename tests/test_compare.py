@@ -128,8 +128,8 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
         assert float(row["wall_time_s"]) > 0.0
         assert (row["epochs"], row["best_epoch"]) == ("1", "0")  # --epochs=1, checkpoint of epoch 0
         # own checkpoint dir, with the checkpoint of this model
-        checkpoints = os.listdir(os.path.join(run_dir, "checkpoints", model))
-        assert len(checkpoints) == 1 and checkpoints[0].startswith(f"{model}-")
+        best, last = sorted(os.listdir(os.path.join(run_dir, "checkpoints", model)), key=len)
+        assert best.startswith(f"{model}-") and last == best[:-len(".pth")] + "-last.pth"
 
     # table.md: metric rows, model columns, bold = row maximum, n/a (no plugin model succeeded)
     with open(os.path.join(run_dir, "table.md")) as handle:
@@ -165,22 +165,22 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
     assert "run GRU4Rec" not in out and "run SASRec" not in out and "run MixRec" in out
     for model in ("GRU4Rec", "SASRec"):
         assert (os.stat(records[model]).st_mtime_ns, open(records[model]).read()) == before[model]
-        assert len(os.listdir(os.path.join(run_dir, "checkpoints", model))) == 1
+        assert len(os.listdir(os.path.join(run_dir, "checkpoints", model))) == 2
     with open(records["MixRec"]) as handle:
         assert json.load(handle)["status"] == "failed"
     assert os.stat(records["MixRec"]).st_mtime_ns > before["MixRec"][0]
     with open(os.path.join(run_dir, "results.csv"), newline="") as handle:
         assert [r["model"] for r in csv.DictReader(handle)] == ["MixRec", "GRU4Rec", "SASRec"]
 
-    # a model stopped midway (checkpoint, no record) continues from its checkpoint: here the
-    # checkpoint is of the last epoch, so nothing is retrained and the test result is the same
+    # a model stopped midway (checkpoints, no record) continues from its last checkpoint: here
+    # that is after the last epoch, so nothing is retrained and the test result is the same
     os.remove(records["GRU4Rec"])
     compare.main(argv[:4] + ["--resume", run_dir] + QUICK)
     out = capsys.readouterr().out
-    assert "resume GRU4Rec from " in out and "skip SASRec: already done" in out
+    assert re.search(r"resume GRU4Rec from \S+-last\.pth", out) and "skip SASRec: already done" in out
     with open(os.path.join(run_dir, "results.csv"), newline="") as handle:
         resumed = {r["model"]: r for r in csv.DictReader(handle)}["GRU4Rec"]
     assert resumed["status"] == "ok" and (resumed["epochs"], resumed["best_epoch"]) == ("1", "0")
     for key in ("ndcg@10", "recall@10", "mrr@10", "valid_score"):
         assert float(resumed[key]) == pytest.approx(float(rows["GRU4Rec"][key]), abs=1e-4)
-    assert len(os.listdir(os.path.join(run_dir, "checkpoints", "GRU4Rec"))) == 1
+    assert len(os.listdir(os.path.join(run_dir, "checkpoints", "GRU4Rec"))) == 2

@@ -1,11 +1,13 @@
-"""MixRecTrainer's optimizer and learning-rate schedule."""
+"""MixRecTrainer's optimizer and learning-rate schedule; resuming from the last checkpoint."""
 
 import math
+import os
 
 import pytest
 import torch
 from recbole.data import data_preparation
 
+from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.mixrec import MixRec
 from recbole_mixrec.quick_start import build_config
 from recbole_mixrec.trainer import MixRecTrainer, warmup_cosine
@@ -50,3 +52,80 @@ def test_optimizer_holds_only_trainable_weights_and_lr_follows_the_schedule(tiny
     resumed.optimizer.register_step_post_hook(lambda opt, *_: lrs_resumed.append(opt.param_groups[0]["lr"]))
     resumed.fit(train, valid_data=None, saved=False)
     assert lrs_resumed == pytest.approx(lrs[len(train):])
+
+
+@pytest.fixture()
+def gru4rec_run(tmp_path, monkeypatch):
+    """A short GRU4Rec run on ml-100k through the plugin's trainer: config, splits, trainer."""
+    monkeypatch.chdir(tmp_path)  # RecBole writes ./log_tensorboard
+    from recbole.model.sequential_recommender import GRU4Rec
+
+    from recbole_mixrec.quick_start import load_dataset
+    from recbole_mixrec.trainer import BaselineTrainer
+
+    config = build_config("GRU4Rec", "ml-100k", config_dict={
+        "epochs": 2, "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "embedding_size": 16,
+        "train_batch_size": 4096, "eval_batch_size": 4096, "stopping_step": 100,
+        "show_progress": False, "checkpoint_dir": str(tmp_path / "checkpoints"),
+    })
+    train, valid, test = data_preparation(config, load_dataset(config))
+
+    def new_trainer(epochs):
+        config["epochs"] = epochs
+        torch.manual_seed(0)
+        return BaselineTrainer(config, GRU4Rec(config, train._dataset))
+
+    return new_trainer, train, valid, test
+
+
+def test_resume_from_last_checkpoint_continues_after_the_last_validation(gru4rec_run):
+    new_trainer, train, valid, test = gru4rec_run
+    first = new_trainer(2)
+    first.fit(train, valid)  # "cut off" after epoch 1: both files are on disk
+    best_file, last_file = first.saved_model_file, first.resume_file
+    assert last_file == best_file[:-len(".pth")] + "-last.pth"
+    last = torch.load(last_file, weights_only=True)  # loadable under torch's default
+    assert last["epoch"] == 1 and last["best_epoch"] == first.best_epoch
+    assert last["best_model_file"] == os.path.basename(best_file)
+    assert last["best_valid_result"] == pytest.approx(dict(first.best_valid_result))
+    for key, value in first.model.state_dict().items():  # the weights after the last epoch
+        assert torch.equal(last["state_dict"][key], value), key
+
+    resumed = new_trainer(4)
+    resumed.resume_checkpoint(last_file)
+    assert resumed.start_epoch == 2 and resumed.best_epoch == first.best_epoch
+    assert resumed.saved_model_file == best_file  # improvements and the test use the best file
+    assert resumed.best_valid_score == pytest.approx(first.best_valid_score)
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    resumed.fit(train, valid)
+    assert sorted(resumed.train_loss_dict) == [2, 3]  # epochs 0 and 1 are not trained again
+    best = torch.load(best_file, weights_only=True)
+    assert best["epoch"] == resumed.best_epoch and "best_model_file" not in best
+    assert torch.load(last_file, weights_only=True)["epoch"] == 3
+
+
+def test_resume_with_nothing_left_keeps_the_best_weights(gru4rec_run):
+    new_trainer, train, valid, test = gru4rec_run
+    first = new_trainer(2)
+    first.fit(train, valid)
+    with open(first.saved_model_file, "rb") as handle:
+        best_bytes = handle.read()
+    expected = first.evaluate(test, load_best_model=True)
+
+    resumed = new_trainer(2)  # cut off between the last validation and the test
+    resumed.resume_checkpoint(first.resume_file)
+    resumed.fit(train, valid)
+    assert resumed.train_loss_dict == {}
+    with open(first.saved_model_file, "rb") as handle:
+        assert handle.read() == best_bytes  # not overwritten with the last epoch's weights
+    assert dict(resumed.evaluate(test, load_best_model=True)) == pytest.approx(dict(expected))
+
+
+def test_resume_from_last_checkpoint_without_its_best_file_is_a_clear_error(gru4rec_run):
+    new_trainer, train, valid, _ = gru4rec_run
+    first = new_trainer(1)
+    first.fit(train, valid)
+    os.remove(first.saved_model_file)
+    with pytest.raises(MixRecError, match="best checkpoint .* is missing"):
+        new_trainer(2).resume_checkpoint(first.resume_file)

@@ -118,6 +118,7 @@ def train_trial(spec, z, seed, trial_dir):
         "architecture": z_to_architecture(z),
         "seed": int(seed),
         "checkpoint_dir": os.path.join(trial_dir, "checkpoints"),
+        "save_resume_checkpoint": False,  # the search resumes whole trials (trials.jsonl)
     })
     cwd = os.getcwd()
     os.chdir(trial_dir)  # RecBole's init_logger creates ./log/ files: keep them in the trial dir
