@@ -75,6 +75,8 @@ class WeightsOnlyCheckpointMixin:
         return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
 
     def _save_resume_checkpoint(self, epoch):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
         state = self._checkpoint_state(epoch)
         state.update(
             best_model_file=os.path.basename(self.saved_model_file),  # same folder, may move
