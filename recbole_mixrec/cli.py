@@ -4,6 +4,7 @@ Like RecBole's ``run_recbole.py``: ``--config_files="a.yaml b.yaml"`` adds yaml 
 other ``--key=value`` becomes a config entry. Plugin models and RecBole's own models (GRU4Rec,
 SASRec, BERT4Rec, FDSA, ...) run on the same split, metrics and evaluator.
 ``--search=bo`` first searches MixRec's architecture (spec 3.4), then trains with the best one.
+``--resume_file=<checkpoint>`` continues a run that was cut off.
 """
 
 import argparse
@@ -45,6 +46,9 @@ def parse_args(argv):
     parser.add_argument("--config_files", default=None, help='space-separated yaml files, e.g. "a.yaml b.yaml"')
     parser.add_argument("--search", choices=("none", "bo"), default="none",
                         help="bo: Bayesian-optimisation search of the DAMoE architecture first (bo_* keys)")
+    parser.add_argument("--resume_file", default=None, metavar="CHECKPOINT",
+                        help="continue training from a checkpoint of this model and config "
+                             "(<checkpoint>-last.pth: after its last validation)")
     args, rest = parser.parse_known_args(argv)
     return args, split_files(args.config_files), config_entries(parser, rest)
 
@@ -64,7 +68,7 @@ def main(argv=None):
             # the final run trains on all users with the best architecture
             config_files = (config_files or []) + [found["best_architecture_file"]]
             config_dict = {k: v for k, v in config_dict.items() if not k.startswith("bo_")}
-        result = run_mixrec(args.model, args.dataset, config_files, config_dict)
+        result = run_mixrec(args.model, args.dataset, config_files, config_dict, resume_file=args.resume_file)
     except MixRecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

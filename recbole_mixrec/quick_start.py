@@ -151,6 +151,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     ``config_dict`` last. ``resume_file``: a checkpoint of this model and config to continue
     from (weights, optimizer, epoch, early-stopping state).
     """
+    if resume_file and not os.path.isfile(resume_file):
+        raise MixRecError(f"checkpoint not found: {resume_file}")
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)

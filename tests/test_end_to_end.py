@@ -59,15 +59,22 @@ def test_run_recbole_finds_mixrec_by_name(tiny_config_dict):
     _check_metrics(result["test_result"])
 
 
-def test_cli_runs_a_recbole_baseline_on_the_same_split(capsys, tmp_path):
-    code = main([
+def test_cli_runs_a_recbole_baseline_and_resumes_it(capsys, tmp_path):
+    args = [
         "--model=GRU4Rec", "--dataset=ml-100k", "--epochs=1", "--show_progress=False",
         "--MAX_ITEM_LIST_LENGTH=5", "--embedding_size=16", "--hidden_size=16",
         "--train_batch_size=4096", "--eval_batch_size=4096", f"--checkpoint_dir={tmp_path}",
-    ])
+    ]
+    code = main(args)
     out = capsys.readouterr().out
     assert code == 0
-    assert "GRU4Rec on ml-100k: test mrr@10:" in out and "ndcg@10:" in out
+    (line,) = [l for l in out.splitlines() if l.startswith("GRU4Rec on ml-100k: test mrr@10:")]
+    assert "ndcg@10:" in line
+    # --resume_file: the run was "cut off" after its last validation; nothing is left to
+    # train, so the resumed run tests the same best weights
+    (last,) = [f for f in os.listdir(tmp_path) if f.endswith("-last.pth")]
+    assert main(args + [f"--resume_file={tmp_path / last}"]) == 0
+    assert line in capsys.readouterr().out.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -77,6 +84,8 @@ def test_cli_runs_a_recbole_baseline_on_the_same_split(capsys, tmp_path):
         (["--model=MixRec", "--dataset=no-such-data"], "dataset 'no-such-data' not found"),
         (["--model=MixRec", "--dataset=amazon-pantry", "--data_path=/nonexistent"],
          "create it with: python -m dataset_tools amazon2018"),
+        (["--model=GRU4Rec", "--resume_file=/nonexistent/GRU4Rec-last.pth"],
+         "checkpoint not found: /nonexistent/GRU4Rec-last.pth"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(args, message, capsys):
