@@ -23,6 +23,19 @@ def warmup_cosine(step, total_steps, warmup_steps):
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def save_atomically(state, path):
+    """``torch.save`` to a temporary file, then rename: a run killed while saving leaves the
+    previous checkpoint intact instead of a truncated one."""
+    partial = f"{path}.partial"
+    try:
+        torch.save(state, partial)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    os.replace(partial, path)
+
+
 class WeightsOnlyCheckpointMixin:
     """Save checkpoints that ``torch.load(weights_only=True)`` (the torch >= 2.6 default) reads,
     and a resume checkpoint after every validation.
@@ -64,7 +77,7 @@ class WeightsOnlyCheckpointMixin:
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         # RecBole saves "epoch -1" when nothing is left to train; a resumed model keeps its epoch
         epoch = max(epoch, self.start_epoch - 1)
-        torch.save(self._checkpoint_state(epoch), saved_model_file)
+        save_atomically(self._checkpoint_state(epoch), saved_model_file)
         self.best_epoch = epoch
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
@@ -83,7 +96,7 @@ class WeightsOnlyCheckpointMixin:
             best_epoch=self.best_epoch,
             best_valid_result={k: float(v) for k, v in (self.best_valid_result or {}).items()},
         )
-        torch.save(state, self.resume_file)
+        save_atomically(state, self.resume_file)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
@@ -98,22 +111,31 @@ class WeightsOnlyCheckpointMixin:
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def resume_checkpoint(self, resume_file):
+        checkpoint = torch.load(resume_file, map_location="cpu", mmap=True)
+        best_file = None
+        if "best_model_file" in checkpoint:
+            best_file = os.path.join(os.path.dirname(str(resume_file)), checkpoint["best_model_file"])
+            if not os.path.isfile(best_file):
+                raise MixRecError(
+                    f"{resume_file} continues the run whose best checkpoint is {best_file}, "
+                    "which is missing: resume from a best checkpoint instead"
+                )
+            best = torch.load(best_file, map_location="cpu", mmap=True)
+            if best["epoch"] > checkpoint["epoch"]:
+                # cut off between the two saves of one validation: the best file is the newer state
+                resume_file, checkpoint, best_file = best_file, best, None
         super().resume_checkpoint(resume_file)  # a best checkpoint: later improvements overwrite it
         self.best_epoch = self.start_epoch - 1
-        checkpoint = torch.load(resume_file, map_location="cpu", mmap=True)
-        if "best_model_file" not in checkpoint:
-            return
-        best_file = os.path.join(os.path.dirname(str(resume_file)), checkpoint["best_model_file"])
-        if not os.path.isfile(best_file):
-            raise MixRecError(
-                f"{resume_file} continues the run whose best checkpoint is {best_file}, "
-                "which is missing: resume from a best checkpoint instead"
-            )
-        self.saved_model_file = best_file  # improvements and the final test use the best file
-        self.best_epoch = checkpoint["best_epoch"]
-        self.best_valid_result = checkpoint["best_valid_result"] or None
-        self._resumed_from_last = True
-        self.logger.info(f"best checkpoint so far: {best_file} (epoch {self.best_epoch})")
+        if best_file is not None:
+            self.saved_model_file = best_file  # improvements and the final test use the best file
+            self.best_epoch = checkpoint["best_epoch"]
+            self.best_valid_result = checkpoint["best_valid_result"] or None
+            self._resumed_from_last = True
+            self.logger.info(f"best checkpoint so far: {best_file} (epoch {self.best_epoch})")
+        if self.cur_step > self.stopping_step:
+            # early stopping had ended this run (RecBole validates, then stops): train no further
+            self.epochs = self.start_epoch
+            self.logger.info("the checkpointed run had stopped early: nothing left to train")
 
 
 class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):

@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from recbole.data import data_preparation
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.mixrec import MixRec
 from recbole_mixrec.quick_start import build_config
-from recbole_mixrec.trainer import MixRecTrainer, warmup_cosine
+from recbole_mixrec.trainer import MixRecTrainer, save_atomically, warmup_cosine
 
 
 def test_warmup_then_cosine():
@@ -70,10 +71,22 @@ def gru4rec_run(tmp_path, monkeypatch):
     })
     train, valid, test = data_preparation(config, load_dataset(config))
 
-    def new_trainer(epochs):
-        config["epochs"] = epochs
+    def new_trainer(epochs, valid_scores=None, stopping_step=100):
+        """``valid_scores``: scripted validation scores (early stopping made deterministic;
+        training stays real)."""
+        config["epochs"], config["stopping_step"] = epochs, stopping_step
         torch.manual_seed(0)
-        return BaselineTrainer(config, GRU4Rec(config, train._dataset))
+        trainer_class = BaselineTrainer
+        if valid_scores is not None:
+            scores = iter(valid_scores)
+
+            class ScriptedValidation(BaselineTrainer):
+                def _valid_epoch(self, valid_data, show_progress=False):
+                    score = next(scores)
+                    return score, {"mrr@10": score}
+
+            trainer_class = ScriptedValidation
+        return trainer_class(config, GRU4Rec(config, train._dataset))
 
     return new_trainer, train, valid, test
 
@@ -129,3 +142,45 @@ def test_resume_from_last_checkpoint_without_its_best_file_is_a_clear_error(gru4
     os.remove(first.saved_model_file)
     with pytest.raises(MixRecError, match="best checkpoint .* is missing"):
         new_trainer(2).resume_checkpoint(first.resume_file)
+
+
+def test_resume_after_early_stopping_trains_no_further(gru4rec_run):
+    new_trainer, train, valid, _ = gru4rec_run
+    first = new_trainer(5, valid_scores=[0.5, 0.4], stopping_step=0)
+    first.fit(train, valid)  # epoch 1 is worse: stopped; "cut off" before the test
+    assert sorted(first.train_loss_dict) == [0, 1] and first.best_epoch == 0
+    with open(first.saved_model_file, "rb") as handle:
+        best_bytes = handle.read()
+
+    resumed = new_trainer(5, valid_scores=[0.9, 0.9, 0.9], stopping_step=0)
+    resumed.resume_checkpoint(first.resume_file)
+    resumed.fit(train, valid)
+    assert resumed.train_loss_dict == {} and resumed.best_epoch == 0
+    with open(first.saved_model_file, "rb") as handle:
+        assert handle.read() == best_bytes
+
+
+def test_resume_cut_off_between_the_two_saves_uses_the_newer_best_file(gru4rec_run, tmp_path):
+    new_trainer, train, valid, _ = gru4rec_run
+    first = new_trainer(2, valid_scores=[0.5, 0.6])
+    epoch0_last = str(tmp_path / "epoch0-last.pth")
+    # the callback runs after the resume checkpoint of the same validation is written
+    first.fit(train, valid, callback_fn=lambda epoch, _: epoch == 0 and shutil.copyfile(first.resume_file, epoch0_last))
+    assert first.best_epoch == 1
+    shutil.copyfile(epoch0_last, first.resume_file)  # epoch 1's best file written, its -last not
+
+    resumed = new_trainer(3, valid_scores=[0.1])
+    resumed.resume_checkpoint(first.resume_file)
+    assert resumed.start_epoch == 2 and resumed.best_epoch == 1
+    best = torch.load(first.saved_model_file, weights_only=True)
+    for key, value in best["state_dict"].items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path):
+    path = str(tmp_path / "model.pth")
+    save_atomically({"epoch": 1}, path)
+    with pytest.raises(Exception):  # a lambda cannot be pickled: torch.save fails midway
+        save_atomically({"epoch": 2, "not_saveable": lambda: 0}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["model.pth"]  # no partial file left behind
