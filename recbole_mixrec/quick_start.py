@@ -69,10 +69,11 @@ def check_dataset_files(config):
     dataset, data_path = config["dataset"], config["data_path"]
     inter_file = os.path.join(data_path, f"{dataset}.inter")
     if not os.path.isfile(inter_file):
-        from dataset_tools import KNOWN_DATASETS, build_hint
+        from dataset_tools import KNOWN_DATASETS, build_hints
 
-        hint = build_hint(dataset)
-        how = f"create it with: {hint}" if hint else (
+        # RecBole's data_path is <data_path given>/<dataset>: the tools write into the former
+        hints = build_hints(dataset, out_dir=os.path.dirname(os.path.normpath(data_path)))
+        how = ("create it with: " + "; or from the raw Amazon 2018 files: ".join(hints)) if hints else (
             f"put {dataset}.inter (RecBole atomic format) in {data_path}; known datasets: "
             f"ml-100k (packaged with RecBole), {', '.join(KNOWN_DATASETS)}"
         )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import dataset_tools
-from dataset_tools import DatasetToolError, amazon2018, build_hint, filters
+from dataset_tools import DatasetToolError, amazon2018, build_hints, filters
 from dataset_tools.cli import build_parser, main
 from dataset_tools.text import clean_text
 
@@ -225,18 +225,23 @@ def test_csv_slice(tmp_path, capsys):
     assert code == 0 and captured.out.startswith(f"games  #users 100  #items {inter.item_id.nunique()}  ")
 
 
-def test_build_hint():
-    assert build_hint("amazon-scientific") == ("python -m dataset_tools lcrec --input ../shared/data/amazon2018-scientific "
-                                               "--name amazon-scientific --out dataset")
-    arts = build_hint("amazon-arts")
-    assert "--reviews Arts_Crafts_and_Sewing_5.json.gz --meta meta_Arts_Crafts_and_Sewing.json.gz" in arts
-    assert "Musical_Instruments_5.json.gz" in build_hint("amazon-instruments")
-    assert "meta_Prime_Pantry.json.gz" in build_hint("amazon-pantry")
-    assert build_hint("ml-100k") is None
+def test_build_hints():
+    shared, raw = build_hints("amazon-scientific")
+    assert shared == ("python -m dataset_tools lcrec --input ../shared/data/amazon2018-scientific "
+                      "--name amazon-scientific --out dataset")
+    assert "--reviews <download_dir>/Industrial_and_Scientific_5.json.gz" in raw
+    assert build_hints("amazon-games")[0].startswith("python -m dataset_tools csv --input ../shared/data/amazon2018-games ")
+    (arts,) = build_hints("amazon-arts", out_dir="/data", download_dir="/raw")
+    assert arts == ("python -m dataset_tools amazon2018 --reviews /raw/Arts_Crafts_and_Sewing_5.json.gz "
+                    "--meta /raw/meta_Arts_Crafts_and_Sewing.json.gz --name amazon-arts --out /data")
+    assert "Musical_Instruments_5.json.gz" in build_hints("amazon-instruments")[0]
+    assert "meta_Prime_Pantry.json.gz" in build_hints("amazon-pantry")[0]
+    assert build_hints("ml-100k") == []
     assert set(dataset_tools.KNOWN_DATASETS) == {"amazon-arts", "amazon-games", "amazon-instruments",
                                                  "amazon-pantry", "amazon-scientific"}
     for name in dataset_tools.KNOWN_DATASETS:
         # Every hint is a valid command line for this CLI, names its dataset, and has a config.
-        args = build_parser().parse_args(shlex.split(build_hint(name))[3:])
-        assert args.name == name and args.out == "dataset"
+        for hint in build_hints(name):
+            args = build_parser().parse_args(shlex.split(hint)[3:])
+            assert args.name == name and args.out == "dataset"
         assert os.path.isfile(os.path.join(ROOT, "properties", "dataset", f"{name}.yaml"))

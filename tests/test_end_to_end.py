@@ -83,7 +83,8 @@ def test_cli_runs_a_recbole_baseline_and_resumes_it(capsys, tmp_path):
         (["--model=NoSuchRec", "--dataset=ml-100k"], "unknown model 'NoSuchRec': plugin models ['Hydra', 'LLMRec', 'LiteLLM4Rec', 'MixRec'"),
         (["--model=MixRec", "--dataset=no-such-data"], "dataset 'no-such-data' not found"),
         (["--model=MixRec", "--dataset=amazon-pantry", "--data_path=/nonexistent"],
-         "create it with: python -m dataset_tools amazon2018"),
+         "create it with: python -m dataset_tools amazon2018 --reviews <download_dir>/Prime_Pantry_5.json.gz "
+         "--meta <download_dir>/meta_Prime_Pantry.json.gz --name amazon-pantry --out /nonexistent"),
         (["--model=GRU4Rec", "--resume_file=/nonexistent/GRU4Rec-last.pth"],
          "checkpoint not found: /nonexistent/GRU4Rec-last.pth"),
     ],
