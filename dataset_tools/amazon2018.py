@@ -73,12 +73,15 @@ def read_meta(path, wanted_items=None) -> pd.DataFrame:
     Only asins in ``wanted_items`` are kept (saves memory on the full meta files); for an
     asin listed twice the first record wins.
     """
-    name, rows, seen = os.path.basename(path), [], set()
+    name, rows, seen, repeated = os.path.basename(path), [], set(), 0
     for number, record in iter_records(path, "meta"):
         if "asin" not in record:
             raise DatasetToolError(f"{name} line {number}: missing key 'asin'")
         asin = str(record["asin"])
-        if asin in seen or (wanted_items is not None and asin not in wanted_items):
+        if wanted_items is not None and asin not in wanted_items:
+            continue
+        if asin in seen:
+            repeated += 1
             continue
         seen.add(asin)
         rows.append((
@@ -89,6 +92,8 @@ def read_meta(path, wanted_items=None) -> pd.DataFrame:
             clean_text(record.get("category", record.get("categories"))),
             clean_text(record.get("description")),
         ))
+    if repeated:
+        log.info("%s: %d repeated meta records of an asin ignored (the first one is kept)", name, repeated)
     return pd.DataFrame(rows, columns=["item_id", "title", "brand", "categories", "description"])
 
 
@@ -100,7 +105,9 @@ def convert(meta, reviews=None, ratings=None, ratings_columns=RATINGS_COLUMNS, d
     inter = read_reviews(reviews) if reviews else read_ratings(ratings, ratings_columns)
     log.info("read %d interactions, %d users, %d items", len(inter), inter.user_id.nunique(), inter.item_id.nunique())
     items = read_meta(meta, set(inter.item_id))
-    log.info("read metadata of %d interacted items", len(items))
+    without_meta = inter.item_id.nunique() - len(items)
+    log.info("read metadata of %d interacted items (%d interacted items have no meta record: "
+             "they count as items without a title)", len(items), without_meta)
     titled = set(items.item_id[items.title != ""]) if drop_untitled else None
     inter = filters.apply_filters(inter, titled, min_item, min_user, k, dedup)
     return inter, items

@@ -43,18 +43,27 @@ def _index(value, name, what):
         raise DatasetToolError(f"{name}: {what} {value!r} is not an integer index") from None
 
 
+def _expect(value, kind, name, what):
+    # LC-Rec files are one JSON object; a wrong shape would otherwise fail deep inside pandas
+    if not isinstance(value, kind):
+        raise DatasetToolError(f"{name}: {what} is a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
 def read(directory, prefix=None):
     """Return ``(inter, items)``; categories' comma-separated path becomes space-separated."""
     prefix = prefix or find_prefix(directory)
     inter_name, item_name = f"{prefix}.inter.json", f"{prefix}.item.json"
-    sequences = _load_json(os.path.join(directory, inter_name))
+    sequences = _expect(_load_json(os.path.join(directory, inter_name)), dict, inter_name, "the file")
     rows = [
         (_index(user, inter_name, "user"), _index(item, inter_name, "item"), 1.0, position)
         for user, seq in sequences.items()
-        for position, item in enumerate(seq)
+        for position, item in enumerate(_expect(seq, list, inter_name, f"user {user}'s sequence"))
     ]
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
-    meta = _load_json(os.path.join(directory, item_name))
+    meta = _expect(_load_json(os.path.join(directory, item_name)), dict, item_name, "the file")
+    for item, info in meta.items():
+        _expect(info, dict, item_name, f"item {item}'s record")
     items = pd.DataFrame(
         [
             (

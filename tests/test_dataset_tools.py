@@ -1,6 +1,7 @@
 """Tests of dataset_tools on tiny hand-made raw files and on slices of the real data."""
 import gzip
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -149,6 +150,25 @@ def test_deterministic(raw, capsys):
         assert (first / f"arts.{suffix}").read_bytes() == (second / f"arts.{suffix}").read_bytes()
 
 
+def test_every_filter_step_logs_what_it_removed(raw, caplog):
+    # meta: A listed twice, E missing (its interactions count as untitled, like T's)
+    meta = write_gz(raw["tmp"] / "meta_Log.json.gz", META_LINES[:4] + [META_LINES[0]] + META_LINES[5:])
+    with caplog.at_level(logging.INFO, logger="dataset_tools"):
+        inter, _ = amazon2018.convert(meta, reviews=raw["reviews"])
+    lines = [r.getMessage() for r in caplog.records]
+    expected = [
+        "meta_Log.json.gz: 1 repeated meta records of an asin ignored (the first one is kept)",
+        "read metadata of 4 interacted items (1 interacted items have no meta record: they count as items without a title)",
+        "dedup (user, item): removed 0 users, 0 items, 1 interactions (left: 5 users, 5 items, 20 interactions)",
+        "items without a title: removed 0 users, 2 items, 7 interactions (left: 5 users, 3 items, 13 interactions)",
+        "items with < 4 interactions: removed 0 users, 0 items, 0 interactions (left: 5 users, 3 items, 13 interactions)",
+        "users with < 3 interactions: removed 2 users, 0 items, 4 interactions (left: 3 users, 3 items, 9 interactions)",
+    ]
+    for line in expected:
+        assert line in lines
+    assert len(inter) == 9
+
+
 def test_malformed_meta_line_names_line(raw):
     bad = write_gz(raw["tmp"] / "meta_Bad.json.gz", META_LINES[:2] + ["{'asin': 'C', 'title': "] + META_LINES[3:])
     with pytest.raises(DatasetToolError, match=r"^meta_Bad\.json\.gz line 3: not JSON nor a Python literal$"):
@@ -173,6 +193,22 @@ def test_cli_error_exits_2_with_one_line(raw):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: meta_Bad.json.gz line 7: not JSON nor a Python literal"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "inter, item, message",
+    [
+        ([[1, 2]], {"1": {}}, "S.inter.json: the file is a list, expected a dict"),
+        ({"0": "12"}, {"1": {}}, "S.inter.json: user 0's sequence is a str, expected a list"),
+        ({"0": [1]}, {"1": "a title"}, "S.item.json: item 1's record is a str, expected a dict"),
+    ],
+)
+def test_lcrec_wrong_shapes_are_clear_errors(inter, item, message, tmp_path, capsys):
+    (tmp_path / "S.inter.json").write_text(json.dumps(inter))
+    (tmp_path / "S.item.json").write_text(json.dumps(item))
+    code, captured = run_cli(["lcrec", "--input", tmp_path, "--name", "s", "--out", tmp_path / "out"], capsys)
+    assert code == 2
+    assert captured.err.strip().splitlines()[-1] == f"error: {message}"
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared data not available")
