@@ -33,7 +33,8 @@ from recbole_mixrec.errors import MixRecError
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 METRIC_LABELS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}
-CSV_FIELDS = ("model", "status", *METRICS, "valid_score", "valid_metric", "epochs", "best_epoch", "wall_time_s", "error")
+CSV_FIELDS = ("model", "status", *METRICS, "valid_score", "valid_metric", "epochs", "best_epoch", "wall_time_s",
+              "resumed_from", "error")
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
@@ -133,7 +134,9 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
     resume_file = last_checkpoint(checkpoint_dir)
     if resume_file:
         print(f"resume {model} from {resume_file}", flush=True)
-    record = {"model": model, "status": "failed", "error": ""}
+    # a resumed model's wall time counts this process only: say so in the record
+    record = {"model": model, "status": "failed", "error": "",
+              "resumed_from": os.path.basename(resume_file) if resume_file else ""}
     start = time.perf_counter()
     try:
         config = build_config(model, dataset, config_files, config_dict)
@@ -201,6 +204,9 @@ def markdown_table(records, is_plugin=is_plugin_model):
     trained = [f"{r['model']} {r['epochs']} ({r['best_epoch']})" for r in done if r.get("epochs")]
     if trained:  # was it trained to convergence? (early stopping or the epoch cap)
         lines += ["", "Epochs trained (best epoch, 0-based): " + ", ".join(trained) + "."]
+    resumed = [r["model"] for r in done if r.get("resumed_from")]
+    if resumed:
+        lines += ["", "Resumed from a checkpoint (wall time of the last run only): " + ", ".join(resumed) + "."]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines.append("")

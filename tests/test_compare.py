@@ -127,6 +127,7 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
         assert float(row["recall@10"]) >= float(row["ndcg@10"]) >= float(row["mrr@10"]) > 0.0
         assert float(row["wall_time_s"]) > 0.0
         assert (row["epochs"], row["best_epoch"]) == ("1", "0")  # --epochs=1, checkpoint of epoch 0
+        assert row["resumed_from"] == ""
         # own checkpoint dir, with the checkpoint of this model
         best, last = sorted(os.listdir(os.path.join(run_dir, "checkpoints", model)), key=len)
         assert best.startswith(f"{model}-") and last == best[:-len(".pth")] + "-last.pth"
@@ -181,6 +182,9 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
     with open(os.path.join(run_dir, "results.csv"), newline="") as handle:
         resumed = {r["model"]: r for r in csv.DictReader(handle)}["GRU4Rec"]
     assert resumed["status"] == "ok" and (resumed["epochs"], resumed["best_epoch"]) == ("1", "0")
+    assert resumed["resumed_from"].startswith("GRU4Rec-") and resumed["resumed_from"].endswith("-last.pth")
+    with open(os.path.join(run_dir, "table.md")) as handle:
+        assert "Resumed from a checkpoint (wall time of the last run only): GRU4Rec." in handle.read()
     for key in ("ndcg@10", "recall@10", "mrr@10", "valid_score"):
         assert float(resumed[key]) == pytest.approx(float(rows["GRU4Rec"][key]), abs=1e-4)
     assert len(os.listdir(os.path.join(run_dir, "checkpoints", "GRU4Rec"))) == 2
