@@ -144,6 +144,11 @@ def init_run_logger(config):
     init_logger(config)
 
 
+def require_checkpoint(path):
+    if not os.path.isfile(path):
+        raise MixRecError(f"checkpoint not found: {path}")
+
+
 def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None):
     """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
 
@@ -152,8 +157,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     ``config_dict`` last. ``resume_file``: a checkpoint of this model and config to continue
     from (weights, optimizer, epoch, early-stopping state).
     """
-    if resume_file and not os.path.isfile(resume_file):
-        raise MixRecError(f"checkpoint not found: {resume_file}")
+    if resume_file:
+        require_checkpoint(resume_file)
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
@@ -197,8 +202,7 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
 def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model`` for plugin and RecBole checkpoints (registered names,
     weights-only loading allowed for RecBole's Config)."""
-    if not os.path.isfile(model_file):
-        raise MixRecError(f"checkpoint not found: {model_file}")
+    require_checkpoint(model_file)
     from recbole.quick_start import load_data_and_model as recbole_load
 
     return recbole_load(model_file)

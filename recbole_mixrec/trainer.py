@@ -69,8 +69,12 @@ class WeightsOnlyCheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
         }
 
+    @property
+    def _writes_checkpoints(self):
+        return self.config["single_spec"] or self.config["local_rank"] == 0  # rank 0 only
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not self._writes_checkpoints:
             return
         if epoch < 0 and self._resumed_from_last:
             return  # RecBole's save when nothing is left to train: the best file is already there
@@ -88,7 +92,7 @@ class WeightsOnlyCheckpointMixin:
         return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
 
     def _save_resume_checkpoint(self, epoch):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not self._writes_checkpoints:
             return
         state = self._checkpoint_state(epoch)
         state.update(
