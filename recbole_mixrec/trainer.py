@@ -6,7 +6,9 @@ evaluation, early stopping, best-checkpoint saving) is RecBole's own ``Trainer``
 
 import math
 import os
+import random
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -36,6 +38,34 @@ def save_atomically(state, path):
     os.replace(partial, path)
 
 
+def capture_rng_state(generator=None):
+    """Every random stream a training epoch draws from: Python's, NumPy's (RecBole's negative
+    samplers), torch's CPU and CUDA ones (dropout, init) and the train loader's own
+    ``generator`` (RecBole's shuffling). Plain lists and tensors only, so that the checkpoint
+    still loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached_gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached_gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader": generator.get_state() if generator is not None else None,
+    }
+
+
+def restore_rng_state(state, generator=None):
+    """Inverse of ``capture_rng_state``; CUDA states only when the device count matches."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, cached_gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gauss))
+    torch.set_rng_state(state["torch"].clone())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.clone() for s in state["cuda"]])
+    if generator is not None and state["loader"] is not None:
+        generator.set_state(state["loader"].clone())
+
+
 class WeightsOnlyCheckpointMixin:
     """Save checkpoints that ``torch.load(weights_only=True)`` (the torch >= 2.6 default) reads,
     and a resume checkpoint after every validation.
@@ -48,12 +78,14 @@ class WeightsOnlyCheckpointMixin:
     RecBole keeps only the best epoch's weights, so a run cut off resumes from its best epoch
     and trains the epochs after it again. With ``save_resume_checkpoint`` the state after every
     validation (weights, optimizer, early-stopping counters, best epoch and result) also goes
-    to ``<best file>-last.pth``; resuming from that file continues where the run stopped and
-    still tests the best file's weights.
+    to ``<best file>-last.pth``, with the random number generators' states: resuming from that
+    file continues where the run stopped, trains the epochs the uninterrupted run would have
+    trained (same shuffles, same dropout masks), and still tests the best file's weights.
     """
 
     best_epoch = None
     _resumed_from_last = False
+    _rng_state_to_restore = None
 
     def _checkpoint_state(self, epoch):
         return {
@@ -91,7 +123,7 @@ class WeightsOnlyCheckpointMixin:
         """Where the state after the latest validation goes."""
         return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
 
-    def _save_resume_checkpoint(self, epoch):
+    def _save_resume_checkpoint(self, epoch, train_data):
         if not self._writes_checkpoints:
             return
         state = self._checkpoint_state(epoch)
@@ -99,6 +131,7 @@ class WeightsOnlyCheckpointMixin:
             best_model_file=os.path.basename(self.saved_model_file),  # same folder, may move
             best_epoch=self.best_epoch,
             best_valid_result={k: float(v) for k, v in (self.best_valid_result or {}).items()},
+            rng_state=capture_rng_state(getattr(train_data, "generator", None)),
         )
         save_atomically(state, self.resume_file)
 
@@ -108,10 +141,15 @@ class WeightsOnlyCheckpointMixin:
             user_callback = callback_fn
 
             def callback_fn(epoch_idx, valid_score):  # RecBole calls it after each validation
-                self._save_resume_checkpoint(epoch_idx)
+                self._save_resume_checkpoint(epoch_idx, train_data)
                 if user_callback is not None:
                     user_callback(epoch_idx, valid_score)
 
+        if self._rng_state_to_restore is not None:
+            # here, not in resume_checkpoint: the train loader's generator is only known now
+            restore_rng_state(self._rng_state_to_restore, getattr(train_data, "generator", None))
+            self._rng_state_to_restore = None
+            self.logger.info("random number generators restored from the resume checkpoint")
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def resume_checkpoint(self, resume_file):
@@ -135,6 +173,7 @@ class WeightsOnlyCheckpointMixin:
             self.best_epoch = checkpoint["best_epoch"]
             self.best_valid_result = checkpoint["best_valid_result"] or None
             self._resumed_from_last = True
+            self._rng_state_to_restore = checkpoint.get("rng_state")  # files before it had none
             self.logger.info(f"best checkpoint so far: {best_file} (epoch {self.best_epoch})")
         if self.cur_step > self.stopping_step:
             # early stopping had ended this run (RecBole validates, then stops): train no further

@@ -2,16 +2,21 @@
 
 import math
 import os
+import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from recbole.data import data_preparation
+from recbole.utils import init_seed
 
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.mixrec import MixRec
 from recbole_mixrec.quick_start import build_config
-from recbole_mixrec.trainer import MixRecTrainer, save_atomically, warmup_cosine
+from recbole_mixrec.trainer import (
+    MixRecTrainer, capture_rng_state, restore_rng_state, save_atomically, warmup_cosine,
+)
 
 
 def test_warmup_then_cosine():
@@ -116,6 +121,44 @@ def test_resume_from_last_checkpoint_continues_after_the_last_validation(gru4rec
     best = torch.load(best_file, weights_only=True)
     assert best["epoch"] == resumed.best_epoch and "best_model_file" not in best
     assert torch.load(last_file, weights_only=True)["epoch"] == 3
+
+
+def test_resumed_run_trains_the_same_weights_as_the_uninterrupted_one(gru4rec_run):
+    new_trainer, train, valid, _ = gru4rec_run
+
+    def fresh_process_seeds():  # what run_recbole does in a new process before training
+        init_seed(train.config["seed"], reproducibility=True)
+        train.generator.manual_seed(train.config["seed"])
+
+    fresh_process_seeds()
+    uninterrupted = new_trainer(4)
+    uninterrupted.fit(train, valid)
+
+    fresh_process_seeds()
+    first = new_trainer(2)
+    first.fit(train, valid)
+    fresh_process_seeds()  # the resumed process starts from the seed, not where `first` ended
+    resumed = new_trainer(4)
+    resumed.resume_checkpoint(first.resume_file)
+    resumed.fit(train, valid)
+
+    # the shuffles (loader generator) and dropout masks (torch) of epochs 2 and 3 are replayed
+    assert resumed.train_loss_dict == {k: uninterrupted.train_loss_dict[k] for k in (2, 3)}
+    for key, value in uninterrupted.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    state = capture_rng_state(generator)
+    save_atomically({"rng_state": state}, str(tmp_path / "rng.pth"))
+    expected = (random.random(), np.random.randint(1 << 30), torch.rand(3), torch.rand(3, generator=generator))
+    random.seed(5), np.random.seed(5), torch.manual_seed(5), generator.manual_seed(5)
+
+    restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True)["rng_state"], generator)
+    replayed = (random.random(), np.random.randint(1 << 30), torch.rand(3), torch.rand(3, generator=generator))
+    assert replayed[:2] == expected[:2]
+    assert torch.equal(replayed[2], expected[2]) and torch.equal(replayed[3], expected[3])
 
 
 def test_resume_with_nothing_left_keeps_the_best_weights(gru4rec_run):
