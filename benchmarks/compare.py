@@ -34,7 +34,7 @@ from recbole_mixrec.errors import MixRecError
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 METRIC_LABELS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}
 CSV_FIELDS = ("model", "status", *METRICS, "valid_score", "valid_metric", "epochs", "best_epoch", "wall_time_s",
-              "resumed_from", "error")
+              "resumed_from", "time_before_resume_s", "error")
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
@@ -134,8 +134,7 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
     resume_file = last_checkpoint(checkpoint_dir)
     if resume_file:
         print(f"resume {model} from {resume_file}", flush=True)
-    # a resumed model's wall time counts this process only: say so in the record
-    record = {"model": model, "status": "failed", "error": "",
+    record = {"model": model, "status": "failed", "error": "", "time_before_resume_s": 0.0,
               "resumed_from": os.path.basename(resume_file) if resume_file else ""}
     start = time.perf_counter()
     try:
@@ -151,8 +150,11 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
                       valid_metric=config["valid_metric"],
                       saved_model_file=result["saved_model_file"],
                       epochs=result["epochs_trained"], best_epoch=result["best_epoch"],
+                      time_before_resume_s=round(result["time_before_resume_s"], 2),
                       **{m: float(test[m]) for m in METRICS if m in test})
-    record["wall_time_s"] = round(time.perf_counter() - start, 2)
+    # a resumed model: this process plus the earlier runs' training up to their last checkpoint
+    # (as saved in it; 0 for checkpoints older than that field: the table says so)
+    record["wall_time_s"] = round(time.perf_counter() - start + record["time_before_resume_s"], 2)
     return record
 
 
@@ -204,9 +206,14 @@ def markdown_table(records, is_plugin=is_plugin_model):
     trained = [f"{r['model']} {r['epochs']} ({r['best_epoch']})" for r in done if r.get("epochs")]
     if trained:  # was it trained to convergence? (early stopping or the epoch cap)
         lines += ["", "Epochs trained (best epoch, 0-based): " + ", ".join(trained) + "."]
-    resumed = [r["model"] for r in done if r.get("resumed_from")]
-    if resumed:
-        lines += ["", "Resumed from a checkpoint (wall time of the last run only): " + ", ".join(resumed) + "."]
+    resumed = [r for r in done if r.get("resumed_from")]
+    summed = [r["model"] for r in resumed if float(r.get("time_before_resume_s") or 0) > 0]
+    last_only = [r["model"] for r in resumed if float(r.get("time_before_resume_s") or 0) <= 0]
+    if summed:
+        lines += ["", "Resumed from a checkpoint (wall time adds the earlier runs' training time): "
+                  + ", ".join(summed) + "."]
+    if last_only:
+        lines += ["", "Resumed from a checkpoint (wall time of the last run only): " + ", ".join(last_only) + "."]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines.append("")

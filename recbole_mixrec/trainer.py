@@ -7,6 +7,7 @@ evaluation, early stopping, best-checkpoint saving) is RecBole's own ``Trainer``
 import math
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -86,12 +87,21 @@ class WeightsOnlyCheckpointMixin:
     best_epoch = None
     _resumed_from_last = False
     _rng_state_to_restore = None
+    time_before_resume_s = 0.0  # training time of the runs this one continues (from the checkpoint)
+    _fit_started = None
+
+    @property
+    def training_time_s(self):
+        """Seconds spent in ``fit`` so far, over this run and the runs it continues."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.time_before_resume_s + running
 
     def _checkpoint_state(self, epoch):
         return {
             "config": self.config,
             "epoch": epoch,
             "cur_step": self.cur_step,
+            "training_time_s": self.training_time_s,
             "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
             "state_dict": self.model.state_dict(),
             # modules there (FDSA's feature_embed_layer) are submodules, already in state_dict;
@@ -150,6 +160,7 @@ class WeightsOnlyCheckpointMixin:
             restore_rng_state(self._rng_state_to_restore, getattr(train_data, "generator", None))
             self._rng_state_to_restore = None
             self.logger.info("random number generators restored from the resume checkpoint")
+        self._fit_started = time.perf_counter()
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def resume_checkpoint(self, resume_file):
@@ -167,6 +178,7 @@ class WeightsOnlyCheckpointMixin:
                 # cut off between the two saves of one validation: the best file is the newer state
                 resume_file, checkpoint, best_file = best_file, best, None
         super().resume_checkpoint(resume_file)  # a best checkpoint: later improvements overwrite it
+        self.time_before_resume_s = float(checkpoint.get("training_time_s", 0.0))  # older files: 0
         self.best_epoch = self.start_epoch - 1
         if best_file is not None:
             self.saved_model_file = best_file  # improvements and the final test use the best file

@@ -61,6 +61,13 @@ def test_markdown_table_layout_bold_and_improvement():
     assert "Epochs trained" not in text  # records without epochs (older runs) add no line
     records[0].update(epochs=72, best_epoch=61)
     assert "Epochs trained (best epoch, 0-based): GRU4Rec 72 (61)." in compare.markdown_table(records)
+    assert "Resumed" not in compare.markdown_table(records)
+    # resumed: from a checkpoint that saved the earlier training time, and from one that did not
+    records[1].update(resumed_from="SASRec-x-last.pth", time_before_resume_s=120.5)
+    records[2].update(resumed_from="MixRec-y.pth", time_before_resume_s=0.0)
+    text = compare.markdown_table(records)
+    assert "Resumed from a checkpoint (wall time adds the earlier runs' training time): SASRec." in text
+    assert "Resumed from a checkpoint (wall time of the last run only): MixRec." in text
     # baselines only: no improvement column value
     _, rows = parse_table(compare.markdown_table(records[:2]))
     assert [cells[-1] for cells in rows.values()] == ["n/a"] * 3
@@ -183,8 +190,11 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
         resumed = {r["model"]: r for r in csv.DictReader(handle)}["GRU4Rec"]
     assert resumed["status"] == "ok" and (resumed["epochs"], resumed["best_epoch"]) == ("1", "0")
     assert resumed["resumed_from"].startswith("GRU4Rec-") and resumed["resumed_from"].endswith("-last.pth")
+    # wall time = this run + the first one's training, as saved in the checkpoint
+    assert float(resumed["time_before_resume_s"]) > 0
+    assert float(resumed["wall_time_s"]) > float(resumed["time_before_resume_s"])
     with open(os.path.join(run_dir, "table.md")) as handle:
-        assert "Resumed from a checkpoint (wall time of the last run only): GRU4Rec." in handle.read()
+        assert "Resumed from a checkpoint (wall time adds the earlier runs' training time): GRU4Rec." in handle.read()
     for key in ("ndcg@10", "recall@10", "mrr@10", "valid_score"):
         assert float(resumed[key]) == pytest.approx(float(rows["GRU4Rec"][key]), abs=1e-4)
     assert len(os.listdir(os.path.join(run_dir, "checkpoints", "GRU4Rec"))) == 2

@@ -106,6 +106,7 @@ def test_resume_from_last_checkpoint_continues_after_the_last_validation(gru4rec
     assert last["epoch"] == 1 and last["best_epoch"] == first.best_epoch
     assert last["best_model_file"] == os.path.basename(best_file)
     assert last["best_valid_result"] == pytest.approx(dict(first.best_valid_result))
+    assert 0 < last["training_time_s"] <= first.training_time_s
     for key, value in first.model.state_dict().items():  # the weights after the last epoch
         assert torch.equal(last["state_dict"][key], value), key
 
@@ -114,13 +115,16 @@ def test_resume_from_last_checkpoint_continues_after_the_last_validation(gru4rec
     assert resumed.start_epoch == 2 and resumed.best_epoch == first.best_epoch
     assert resumed.saved_model_file == best_file  # improvements and the test use the best file
     assert resumed.best_valid_score == pytest.approx(first.best_valid_score)
+    assert resumed.time_before_resume_s == last["training_time_s"]
     for key, value in first.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
     resumed.fit(train, valid)
     assert sorted(resumed.train_loss_dict) == [2, 3]  # epochs 0 and 1 are not trained again
     best = torch.load(best_file, weights_only=True)
     assert best["epoch"] == resumed.best_epoch and "best_model_file" not in best
-    assert torch.load(last_file, weights_only=True)["epoch"] == 3
+    last = torch.load(last_file, weights_only=True)
+    assert last["epoch"] == 3
+    assert last["training_time_s"] > resumed.time_before_resume_s  # the two runs' time, summed
 
 
 def test_resumed_run_trains_the_same_weights_as_the_uninterrupted_one(gru4rec_run):
