@@ -3,6 +3,7 @@
 import torch
 
 from recbole_mixrec.data.hard_negatives import (
+    cached_hard_negatives,
     interaction_matrix,
     mine_hard_negatives,
     nearest_items,
@@ -52,3 +53,17 @@ def test_text_embeddings_are_mean_pooled_minilm_sentence_vectors():
     assert vectors.shape == (3, 384)
     cos = torch.nn.functional.cosine_similarity
     assert cos(vectors[0], vectors[1], dim=0) > cos(vectors[0], vectors[2], dim=0)
+
+
+def test_mining_and_cache_hits_leave_the_global_random_stream_alone(ml100k_splits, ml100k_config, tmp_path):
+    # else a run that mines draws different dropout masks than the same run reading the cache
+    train = ml100k_splits[0]._dataset
+    expected = train.hard_negatives
+    for _ in ("mined", "read from the cache"):
+        torch.manual_seed(123)
+        negatives, sizes = cached_hard_negatives(train, train.train_pairs, ml100k_config, str(tmp_path))
+        after = torch.rand(4)
+        torch.manual_seed(123)
+        assert torch.equal(after, torch.rand(4))  # as if nothing had drawn in between
+        assert torch.equal(negatives, expected[0]) and torch.equal(sizes, expected[1])
+    assert len(list(tmp_path.iterdir())) == 1  # the second call read the cache

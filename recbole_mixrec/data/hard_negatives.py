@@ -75,8 +75,9 @@ def mf_item_vectors(matrix, dim, seed=0):
     tensor = torch.sparse_coo_tensor(
         np.vstack([coo.row, coo.col]), torch.from_numpy(coo.data), matrix.shape
     )
-    torch.manual_seed(seed)
-    _, s, v = torch.svd_lowrank(tensor, q=rank, niter=4)
+    with torch.random.fork_rng(devices=[]):  # seeded here, the caller's stream untouched
+        torch.manual_seed(seed)
+        _, s, v = torch.svd_lowrank(tensor, q=rank, niter=4)
     return v * s.sqrt()
 
 
@@ -130,7 +131,11 @@ def cached_hard_negatives(dataset, pairs, config, cache_dir):
         return saved["negatives"], saved["sizes"]
     logger.info("mining hard negatives (%s text embeddings, %d-dim MF) ...", encoder, dim)
     matrix = interaction_matrix(users, items, dataset.user_num, dataset.item_num)
-    text = text_embeddings(dataset.item_sentences, encoder)
+    # loading the encoder may draw from torch's generator: keep the run's random stream the
+    # same whether the sets are mined or read from the cache, or the same seed would not
+    # give the same run twice
+    with torch.random.fork_rng(devices=[]):
+        text = text_embeddings(dataset.item_sentences, encoder)
     negatives, sizes = mine_hard_negatives(text, mf_item_vectors(matrix, dim), matrix, ratio)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
