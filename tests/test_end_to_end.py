@@ -51,6 +51,17 @@ def test_checkpoint_loads_weights_only_and_reproduces_the_test_result(trained):
     assert dict(result) == pytest.approx(dict(trained["test_result"]), abs=1e-4)
 
 
+def test_the_same_run_twice_gives_the_same_numbers(tiny_config_dict, tmp_path):
+    # the first run mines the hard negatives and builds the backbone, the second reads both
+    # from the cache: what a researcher repeating a command does
+    config = dict(tiny_config_dict, backbone_cache_dir=str(tmp_path), checkpoint_dir=str(tmp_path / "saved"))
+    mined = run_mixrec("MixRec", "ml-100k", config_dict=config)  # empty cache: mines, then caches
+    assert os.listdir(tmp_path / "hard_negatives" / "ml-100k")
+    cached = run_mixrec("MixRec", "ml-100k", config_dict=config)
+    assert dict(cached["test_result"]) == dict(mined["test_result"])
+    assert cached["best_valid_score"] == mined["best_valid_score"]
+
+
 def test_run_recbole_finds_mixrec_by_name(tiny_config_dict):
     from recbole.quick_start import run_recbole
 

@@ -131,9 +131,9 @@ def cached_hard_negatives(dataset, pairs, config, cache_dir):
         return saved["negatives"], saved["sizes"]
     logger.info("mining hard negatives (%s text embeddings, %d-dim MF) ...", encoder, dim)
     matrix = interaction_matrix(users, items, dataset.user_num, dataset.item_num)
-    # loading the encoder may draw from torch's generator: keep the run's random stream the
-    # same whether the sets are mined or read from the cache, or the same seed would not
-    # give the same run twice
+    # loading the encoder may draw from torch's generator: the caller's random stream stays the
+    # same whether the sets are mined or read from the cache (run_recbole reseeds after data
+    # preparation anyway; a caller building the dataset itself does not)
     with torch.random.fork_rng(devices=[]):
         text = text_embeddings(dataset.item_sentences, encoder)
     negatives, sizes = mine_hard_negatives(text, mf_item_vectors(matrix, dim), matrix, ratio)
