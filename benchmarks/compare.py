@@ -150,11 +150,12 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
                       valid_metric=config["valid_metric"],
                       saved_model_file=result["saved_model_file"],
                       epochs=result["epochs_trained"], best_epoch=result["best_epoch"],
-                      time_before_resume_s=round(result["time_before_resume_s"], 2),
                       **{m: float(test[m]) for m in METRICS if m in test})
-    # a resumed model: this process plus the earlier runs' training up to their last checkpoint
-    # (as saved in it; 0 for checkpoints older than that field: the table says so)
-    record["wall_time_s"] = round(time.perf_counter() - start + record["time_before_resume_s"], 2)
+        before = result["time_before_resume_s"]  # None: a checkpoint older than that field
+        record["time_before_resume_s"] = "" if before is None else round(before, 2)
+    # a resumed model: this process plus the earlier runs' training up to their last checkpoint,
+    # as saved in it (the table says when that time is unknown)
+    record["wall_time_s"] = round(time.perf_counter() - start + float(record["time_before_resume_s"] or 0), 2)
     return record
 
 

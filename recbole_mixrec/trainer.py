@@ -39,32 +39,40 @@ def save_atomically(state, path):
     os.replace(partial, path)
 
 
-def capture_rng_state(generator=None):
+def capture_rng_state(loaders):
     """Every random stream a training epoch draws from: Python's, NumPy's (RecBole's negative
-    samplers), torch's CPU and CUDA ones (dropout, init) and the train loader's own
-    ``generator`` (RecBole's shuffling). Plain lists and tensors only, so that the checkpoint
-    still loads with ``weights_only=True``."""
+    samplers), torch's CPU and CUDA ones (dropout, init) and each loader's own ``generator``
+    (RecBole's shuffling; ``loaders`` maps a name to a DataLoader). Plain lists and tensors
+    only, so that the checkpoint still loads with ``weights_only=True``."""
     kind, keys, pos, has_gauss, cached_gauss = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": [kind, keys.tolist(), pos, has_gauss, cached_gauss],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loader": generator.get_state() if generator is not None else None,
+        "loaders": {name: loader.generator.get_state() for name, loader in loaders.items()
+                    if getattr(loader, "generator", None) is not None},
     }
 
 
-def restore_rng_state(state, generator=None):
-    """Inverse of ``capture_rng_state``; CUDA states only when the device count matches."""
+def restore_rng_state(state, loaders, logger=None):
+    """Inverse of ``capture_rng_state``. CUDA states only when the device count matches (else
+    a warning: a GPU run resumed on another machine draws new CUDA numbers)."""
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     kind, keys, pos, has_gauss, cached_gauss = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gauss))
     torch.set_rng_state(state["torch"].clone())
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.clone() for s in state["cuda"]])
-    if generator is not None and state["loader"] is not None:
-        generator.set_state(state["loader"].clone())
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if len(state["cuda"]) == cuda_count:
+        if cuda_count:
+            torch.cuda.set_rng_state_all([s.clone() for s in state["cuda"]])
+    elif logger is not None:
+        logger.warning(f"checkpoint has {len(state['cuda'])} CUDA generator states, this machine "
+                       f"{cuda_count} GPUs: CUDA random numbers are not replayed")
+    for name, loader in loaders.items():
+        if name in state["loaders"] and getattr(loader, "generator", None) is not None:
+            loader.generator.set_state(state["loaders"][name].clone())
 
 
 class WeightsOnlyCheckpointMixin:
@@ -79,22 +87,30 @@ class WeightsOnlyCheckpointMixin:
     RecBole keeps only the best epoch's weights, so a run cut off resumes from its best epoch
     and trains the epochs after it again. With ``save_resume_checkpoint`` the state after every
     validation (weights, optimizer, early-stopping counters, best epoch and result) also goes
-    to ``<best file>-last.pth``, with the random number generators' states: resuming from that
-    file continues where the run stopped, trains the epochs the uninterrupted run would have
-    trained (same shuffles, same dropout masks), and still tests the best file's weights.
+    to ``<best file>-last.pth``; resuming from that file continues where the run stopped and
+    still tests the best file's weights. Both files also hold the random generators' states
+    and the training time so far: a single-process run resumed from them trains the epochs the
+    uninterrupted run would have trained (same shuffles, same dropout masks; random draws of a
+    user's ``callback_fn`` excepted).
     """
 
     best_epoch = None
     _resumed_from_last = False
     _rng_state_to_restore = None
-    time_before_resume_s = 0.0  # training time of the runs this one continues (from the checkpoint)
+    _loaders = {}  # the loaders of the current fit, whose generators checkpoints save
+    # training time of the runs this one continues, from its checkpoint (None: a checkpoint
+    # older than that field, the earlier time is unknown)
+    time_before_resume_s = 0.0
+    _fit_seconds = 0.0
     _fit_started = None
 
     @property
     def training_time_s(self):
-        """Seconds spent in ``fit`` so far, over this run and the runs it continues."""
+        """Seconds spent in ``fit``, over this run and the runs it continues (None: unknown)."""
+        if self.time_before_resume_s is None:
+            return None
         running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
-        return self.time_before_resume_s + running
+        return self.time_before_resume_s + self._fit_seconds + running
 
     def _checkpoint_state(self, epoch):
         return {
@@ -102,6 +118,7 @@ class WeightsOnlyCheckpointMixin:
             "epoch": epoch,
             "cur_step": self.cur_step,
             "training_time_s": self.training_time_s,
+            "rng_state": capture_rng_state(self._loaders),
             "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
             "state_dict": self.model.state_dict(),
             # modules there (FDSA's feature_embed_layer) are submodules, already in state_dict;
@@ -133,7 +150,7 @@ class WeightsOnlyCheckpointMixin:
         """Where the state after the latest validation goes."""
         return os.path.splitext(self.saved_model_file)[0] + "-last.pth"
 
-    def _save_resume_checkpoint(self, epoch, train_data):
+    def _save_resume_checkpoint(self, epoch):
         if not self._writes_checkpoints:
             return
         state = self._checkpoint_state(epoch)
@@ -141,7 +158,6 @@ class WeightsOnlyCheckpointMixin:
             best_model_file=os.path.basename(self.saved_model_file),  # same folder, may move
             best_epoch=self.best_epoch,
             best_valid_result={k: float(v) for k, v in (self.best_valid_result or {}).items()},
-            rng_state=capture_rng_state(getattr(train_data, "generator", None)),
         )
         save_atomically(state, self.resume_file)
 
@@ -151,17 +167,25 @@ class WeightsOnlyCheckpointMixin:
             user_callback = callback_fn
 
             def callback_fn(epoch_idx, valid_score):  # RecBole calls it after each validation
-                self._save_resume_checkpoint(epoch_idx, train_data)
+                self._save_resume_checkpoint(epoch_idx)
                 if user_callback is not None:
                     user_callback(epoch_idx, valid_score)
 
+        self._loaders = {"train": train_data, "valid": valid_data}
         if self._rng_state_to_restore is not None:
-            # here, not in resume_checkpoint: the train loader's generator is only known now
-            restore_rng_state(self._rng_state_to_restore, getattr(train_data, "generator", None))
+            # here, not in resume_checkpoint: the loaders (their generators) are only known now
+            if self.config["single_spec"]:
+                restore_rng_state(self._rng_state_to_restore, self._loaders, self.logger)
+                self.logger.info("random number generators restored from the checkpoint")
+            else:  # one saved state (rank 0's) cannot stand for every rank's
+                self.logger.warning("distributed run: random number generators not restored")
             self._rng_state_to_restore = None
-            self.logger.info("random number generators restored from the resume checkpoint")
         self._fit_started = time.perf_counter()
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        try:
+            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        finally:
+            self._fit_seconds += time.perf_counter() - self._fit_started
+            self._fit_started = None
 
     def resume_checkpoint(self, resume_file):
         checkpoint = torch.load(resume_file, map_location="cpu", mmap=True)
@@ -178,14 +202,14 @@ class WeightsOnlyCheckpointMixin:
                 # cut off between the two saves of one validation: the best file is the newer state
                 resume_file, checkpoint, best_file = best_file, best, None
         super().resume_checkpoint(resume_file)  # a best checkpoint: later improvements overwrite it
-        self.time_before_resume_s = float(checkpoint.get("training_time_s", 0.0))  # older files: 0
+        self.time_before_resume_s = checkpoint.get("training_time_s")
+        self._rng_state_to_restore = checkpoint.get("rng_state")  # older files have neither
         self.best_epoch = self.start_epoch - 1
         if best_file is not None:
             self.saved_model_file = best_file  # improvements and the final test use the best file
             self.best_epoch = checkpoint["best_epoch"]
             self.best_valid_result = checkpoint["best_valid_result"] or None
             self._resumed_from_last = True
-            self._rng_state_to_restore = checkpoint.get("rng_state")  # files before it had none
             self.logger.info(f"best checkpoint so far: {best_file} (epoch {self.best_epoch})")
         if self.cur_step > self.stopping_step:
             # early stopping had ended this run (RecBole validates, then stops): train no further

@@ -1,5 +1,6 @@
 """MixRecTrainer's optimizer and learning-rate schedule; resuming from the last checkpoint."""
 
+import logging
 import math
 import os
 import random
@@ -127,23 +128,27 @@ def test_resume_from_last_checkpoint_continues_after_the_last_validation(gru4rec
     assert last["training_time_s"] > resumed.time_before_resume_s  # the two runs' time, summed
 
 
-def test_resumed_run_trains_the_same_weights_as_the_uninterrupted_one(gru4rec_run):
+@pytest.mark.parametrize("resume_from", ["last", "best"])
+def test_resumed_run_trains_the_same_weights_as_the_uninterrupted_one(gru4rec_run, resume_from):
     new_trainer, train, valid, _ = gru4rec_run
+    scores = [0.1, 0.2, 0.3, 0.4]  # rising: the best file is also the latest state
 
     def fresh_process_seeds():  # what run_recbole does in a new process before training
         init_seed(train.config["seed"], reproducibility=True)
         train.generator.manual_seed(train.config["seed"])
 
     fresh_process_seeds()
-    uninterrupted = new_trainer(4)
+    uninterrupted = new_trainer(4, valid_scores=scores)
     uninterrupted.fit(train, valid)
 
     fresh_process_seeds()
-    first = new_trainer(2)
+    first = new_trainer(2, valid_scores=scores[:2])
     first.fit(train, valid)
+    if resume_from == "best":
+        os.remove(first.resume_file)  # e.g. save_resume_checkpoint off
     fresh_process_seeds()  # the resumed process starts from the seed, not where `first` ended
-    resumed = new_trainer(4)
-    resumed.resume_checkpoint(first.resume_file)
+    resumed = new_trainer(4, valid_scores=scores[2:])
+    resumed.resume_checkpoint(first.resume_file if resume_from == "last" else first.saved_model_file)
     resumed.fit(train, valid)
 
     # the shuffles (loader generator) and dropout masks (torch) of epochs 2 and 3 are replayed
@@ -152,17 +157,43 @@ def test_resumed_run_trains_the_same_weights_as_the_uninterrupted_one(gru4rec_ru
         assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
-def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
+def test_resume_from_a_checkpoint_without_training_time_leaves_it_unknown(gru4rec_run, tmp_path):
+    new_trainer, train, valid, _ = gru4rec_run
+    first = new_trainer(1)
+    first.fit(train, valid)
+    older = torch.load(first.resume_file, weights_only=True)
+    for key in ("training_time_s", "rng_state"):  # as written before these fields existed
+        del older[key]
+    save_atomically(older, first.resume_file)
+
+    resumed = new_trainer(2)
+    resumed.resume_checkpoint(first.resume_file)
+    assert resumed.time_before_resume_s is None
+    resumed.fit(train, valid)  # trains on with fresh random streams
+    assert sorted(resumed.train_loss_dict) == [1]
+    assert torch.load(first.resume_file, weights_only=True)["training_time_s"] is None  # not a part
+
+
+def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path, caplog):
     generator = torch.Generator().manual_seed(1)
-    state = capture_rng_state(generator)
+    loaders = {"train": torch.utils.data.DataLoader(range(10), shuffle=True, generator=generator)}
+    state = capture_rng_state(loaders)
     save_atomically({"rng_state": state}, str(tmp_path / "rng.pth"))
-    expected = (random.random(), np.random.randint(1 << 30), torch.rand(3), torch.rand(3, generator=generator))
+    expected = (random.random(), np.random.randint(1 << 30), torch.rand(3), list(loaders["train"]))
     random.seed(5), np.random.seed(5), torch.manual_seed(5), generator.manual_seed(5)
 
-    restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True)["rng_state"], generator)
-    replayed = (random.random(), np.random.randint(1 << 30), torch.rand(3), torch.rand(3, generator=generator))
+    saved = torch.load(tmp_path / "rng.pth", weights_only=True)["rng_state"]
+    restore_rng_state(saved, loaders)
+    replayed = (random.random(), np.random.randint(1 << 30), torch.rand(3), list(loaders["train"]))
     assert replayed[:2] == expected[:2]
-    assert torch.equal(replayed[2], expected[2]) and torch.equal(replayed[3], expected[3])
+    assert torch.equal(replayed[2], expected[2]) and replayed[3] == expected[3]  # same shuffle
+
+    # CUDA states from another machine: said, not silently skipped
+    saved["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * (torch.cuda.device_count() + 1)
+    logger = logging.getLogger("test_rng")
+    with caplog.at_level(logging.WARNING, logger="test_rng"):
+        restore_rng_state(saved, loaders, logger)
+    assert "CUDA random numbers are not replayed" in caplog.text
 
 
 def test_resume_with_nothing_left_keeps_the_best_weights(gru4rec_run):

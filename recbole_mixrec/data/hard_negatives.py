@@ -76,7 +76,7 @@ def mf_item_vectors(matrix, dim, seed=0):
         np.vstack([coo.row, coo.col]), torch.from_numpy(coo.data), matrix.shape
     )
     with torch.random.fork_rng(devices=[]):  # seeded here, the caller's stream untouched
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed CUDA too
         _, s, v = torch.svd_lowrank(tensor, q=rank, niter=4)
     return v * s.sqrt()
 
