@@ -209,7 +209,7 @@ def markdown_table(records, is_plugin=is_plugin_model):
         lines += ["", "Epochs trained (best epoch, 0-based): " + ", ".join(trained) + "."]
     resumed = [r for r in done if r.get("resumed_from")]
     summed = [r["model"] for r in resumed if float(r.get("time_before_resume_s") or 0) > 0]
-    last_only = [r["model"] for r in resumed if float(r.get("time_before_resume_s") or 0) <= 0]
+    last_only = [r["model"] for r in resumed if r["model"] not in summed]
     if summed:
         lines += ["", "Resumed from a checkpoint (wall time adds the earlier runs' training time): "
                   + ", ".join(summed) + "."]
