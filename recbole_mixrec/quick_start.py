@@ -196,7 +196,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         # fewer than ``epochs``: stopped early (train_loss_dict is keyed by epoch, resumes included)
         "epochs_trained": max(trainer.train_loss_dict, default=trainer.start_epoch - 1) + 1,
         "best_epoch": getattr(trainer, "best_epoch", None),  # 0-based, as in RecBole's log; None when not saved
-        # training time of the runs a resumed one continues (0 otherwise): add it for the total
+        # training time of the runs a resumed one continues: add it for the total (0 for a fresh
+        # run, None when the checkpoint predates that field)
         "time_before_resume_s": trainer.time_before_resume_s,
     }
 

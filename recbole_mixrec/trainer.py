@@ -64,12 +64,12 @@ def restore_rng_state(state, loaders, logger=None):
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gauss))
     torch.set_rng_state(state["torch"].clone())
     cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if len(state["cuda"]) == cuda_count:
-        if cuda_count:
-            torch.cuda.set_rng_state_all([s.clone() for s in state["cuda"]])
-    elif logger is not None:
-        logger.warning(f"checkpoint has {len(state['cuda'])} CUDA generator states, this machine "
-                       f"{cuda_count} GPUs: CUDA random numbers are not replayed")
+    if len(state["cuda"]) != cuda_count:
+        if logger is not None:
+            logger.warning(f"checkpoint has {len(state['cuda'])} CUDA generator states, this machine "
+                           f"{cuda_count} GPUs: CUDA random numbers are not replayed")
+    elif cuda_count:
+        torch.cuda.set_rng_state_all([s.clone() for s in state["cuda"]])
     for name, loader in loaders.items():
         if name in state["loaders"] and getattr(loader, "generator", None) is not None:
             loader.generator.set_state(state["loaders"][name].clone())

@@ -56,7 +56,7 @@ def test_text_embeddings_are_mean_pooled_minilm_sentence_vectors():
 
 
 def test_mining_and_cache_hits_leave_the_global_random_stream_alone(ml100k_splits, ml100k_config, tmp_path):
-    # else a run that mines draws different dropout masks than the same run reading the cache
+    # else a caller building the dataset itself gets a random stream that depends on the cache
     train = ml100k_splits[0]._dataset
     expected = train.hard_negatives
     for _ in ("mined", "read from the cache"):

@@ -157,7 +157,7 @@ def test_resumed_run_trains_the_same_weights_as_the_uninterrupted_one(gru4rec_ru
         assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
-def test_resume_from_a_checkpoint_without_training_time_leaves_it_unknown(gru4rec_run, tmp_path):
+def test_resume_from_a_checkpoint_without_training_time_leaves_it_unknown(gru4rec_run):
     new_trainer, train, valid, _ = gru4rec_run
     first = new_trainer(1)
     first.fit(train, valid)
@@ -171,7 +171,7 @@ def test_resume_from_a_checkpoint_without_training_time_leaves_it_unknown(gru4re
     assert resumed.time_before_resume_s is None
     resumed.fit(train, valid)  # trains on with fresh random streams
     assert sorted(resumed.train_loss_dict) == [1]
-    assert torch.load(first.resume_file, weights_only=True)["training_time_s"] is None  # not a part
+    assert torch.load(first.resume_file, weights_only=True)["training_time_s"] is None  # not this run's part alone
 
 
 def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path, caplog):
