@@ -222,11 +222,13 @@ class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):
 
 
 class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
-    """Config keys read (besides RecBole's): ``learner`` (adamw), ``warmup_ratio``."""
+    """Config keys read (besides RecBole's): ``learner`` (adamw), ``warmup_ratio``,
+    ``valid_untrained``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.warmup_ratio = config["warmup_ratio"]
+        self.untrained_valid_result = None
         self.scheduler = None
         self._scheduler_hook = None
 
@@ -256,7 +258,28 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
             set_color("lr schedule", "blue")
             + f": peak {self.learning_rate}, {warmup_steps} warm-up of {total_steps} steps, cosine"
         )
+        if self.start_epoch == 0 and hasattr(self.model, "prepare_training"):
+            self._prepare_model(train_data)
+        if self.start_epoch == 0 and self.config["valid_untrained"] and valid_data is not None:
+            # the same model before its first step: what training adds to the start from the data
+            with torch.random.fork_rng(devices=[]):
+                score, result = self._valid_epoch(valid_data, show_progress=show_progress)
+            self.untrained_valid_result = result
+            self.logger.info(
+                set_color("untrained (epoch -1) valid", "blue") + f": {self.valid_metric} {score:.4f}, {dict(result)}"
+            )
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _prepare_model(self, train_data):
+        """The model's one-off start from the data (MixRec: its item head) before a fresh run's
+        first epoch; the random streams (torch's and the loader's shuffling) are left as they
+        were, so the run trains as it would without it."""
+        loader_generator = getattr(train_data, "generator", None)
+        loader_state = loader_generator.get_state() if loader_generator is not None else None
+        with torch.random.fork_rng(devices=[]):
+            self.model.prepare_training(train_data)
+        if loader_state is not None:
+            loader_generator.set_state(loader_state)
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         """Name each loss part (``model.loss_names``) instead of numbering it."""

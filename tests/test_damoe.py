@@ -67,16 +67,47 @@ def _random_qkv(length=10, heads=3, dim=8, n_cf=4, seed=0):
     [CF_VALID, None, torch.tensor([[False, True, True, True]]), torch.tensor([[True, True, False, False]])],
     ids=["all-cf", "no-cf", "no-user", "two-items-without-cf"],
 )
-def test_block_attention_matches_the_dense_reference(cf_valid):
+@pytest.mark.parametrize("cf_in_causal", [False, True], ids=["paper-mask", "cf-in-causal"])
+def test_block_attention_matches_the_dense_reference(cf_valid, cf_in_causal):
     q, k, v, k_cf, v_cf = _random_qkv()
     if cf_valid is None:
         k_cf = v_cf = None
-    masks = ExpertMasks.build(SEGMENTS, ATTENTION, cf_valid, n_slots=3)
-    fast = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="blocks")
-    dense = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, impl="dense")
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, cf_valid, n_slots=3, cf_in_causal=cf_in_causal)
+    fast = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, "blocks", cf_in_causal=cf_in_causal)
+    dense = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, "dense", cf_in_causal=cf_in_causal)
     valid = ATTENTION[0].bool()
     for ours, reference in zip(fast, dense):
         torch.testing.assert_close(ours[:, valid], reference[:, valid], atol=1e-5, rtol=0)
+
+
+def _dense_by_hand(q, k, v, mask, scale):
+    """Masked softmax attention written out: q ``[1, T, H, d]``, k/v ``[1, S, H, d]``, mask ``[1, T, S]``."""
+    scores = torch.einsum("bthd,bshd->bhts", q, k) * scale
+    scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    return torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).flatten(2)
+
+
+def test_cf_vectors_are_invisible_to_the_causal_expert_by_default():
+    """The paper's MASK_causal is false on the CF column: by default the causal expert equals
+    plain causal attention over the tokens (whatever the CF vectors are), while the context
+    expert attends to them; with cf_in_causal the causal expert sees them too."""
+    q, k, v, k_cf, v_cf = _random_qkv()
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, CF_VALID, n_slots=3)
+    causal, context = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3)
+    valid = ATTENTION[0].bool()
+    tokens_only = _dense_by_hand(q, k, v, causal_mask(SEGMENTS, ATTENTION), 0.3)
+    torch.testing.assert_close(causal[:, valid], tokens_only[:, valid], atol=1e-5, rtol=0)
+    with_cf = _dense_by_hand(
+        q, torch.cat([k, k_cf], 1), torch.cat([v, v_cf], 1), context_mask(SEGMENTS, ATTENTION, CF_VALID), 0.3
+    )
+    torch.testing.assert_close(context[:, valid], with_cf[:, valid], atol=1e-5, rtol=0)
+    other_cf = [torch.randn_like(x) for x in (k_cf, v_cf)]
+    causal_other, context_other = expert_attention(q, k, v, *other_cf, masks, 0.3)
+    torch.testing.assert_close(causal_other, causal)
+    assert not torch.allclose(context_other[:, valid], context[:, valid], atol=1e-3)
+    masks = ExpertMasks.build(SEGMENTS, ATTENTION, CF_VALID, n_slots=3, cf_in_causal=True)
+    seeing = expert_attention(q, k, v, k_cf, v_cf, masks, 0.3, cf_in_causal=True)[0]
+    assert not torch.allclose(seeing[:, valid], causal[:, valid], atol=1e-3)
 
 
 def test_block_attention_with_grouped_key_value_heads_matches_the_dense_reference():

@@ -69,7 +69,7 @@ def test_leave_one_out_inputs_never_contain_the_predicted_item(splits, ml100k_da
     input is exactly the history before its target (users with untruncated histories)."""
     uid, iid = ml100k_dataset.uid_field, ml100k_dataset.iid_field
     train, valid, test = (s._dataset.inter_feat for s in splits)
-    assert len(train) == len(valid) == len(test) == 943  # one training sample per user
+    assert len(valid) == len(test) == 943
     # whole chronological history: the longest augmented prefix of each user plus its target
     raw = ml100k_dataset.inter_feat
     histories = {}
@@ -79,18 +79,21 @@ def test_leave_one_out_inputs_never_contain_the_predicted_item(splits, ml100k_da
         if length >= len(histories.get(u, [])):
             histories[u] = seq[:length] + [target]
     checked = 0
-    for split, back in ((test, 1), (valid, 2), (train, 3)):
+    for split, back in ((test, 1), (valid, 2), (train, None)):
         for u, seq, length, target in zip(
             split[uid].tolist(), split["item_id_list"].tolist(), split["item_length"].tolist(), split[iid].tolist()
         ):
             full = histories[u]
             if len(full) >= 50:  # RecBole truncated this user's prefixes to 50 items
                 continue
-            assert target == full[-back]
-            assert seq[:length] == full[: len(full) - back]
+            index = len(full) - back if back else length
+            assert index <= len(full) - 3 or back  # training targets are never valid/test items
+            assert target == full[index]
+            assert seq[:length] == full[:index]
             assert target not in seq[:length]  # ml-100k has no repeated user-item pairs
             checked += 1
     assert checked > 3 * 300  # 375 of the 943 users have fewer than 50 ratings
+    assert len(train) == 943  # train_samples: last (the default): one sample per user
 
 
 def test_model_reads_the_end_of_the_test_history(splits, model):
@@ -131,7 +134,11 @@ def test_llmrec_variant_has_no_adapters_and_no_align_loss(tiny_config_dict, spli
 
 def test_state_dict_holds_only_trainable_weights_and_loads_back(model, base_config, splits):
     state = model.state_dict()
-    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
+    head_statistics = {
+        f"item_projection.{norm}.{name}"
+        for norm in ("seq_norm", "align_norm") for name in ("mean", "var", "initialised")
+    }
+    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad} | head_statistics
     torch.manual_seed(1)
     other = MixRec(base_config, splits[0]._dataset)
     assert not torch.equal(other.item_projection.weight, model.item_projection.weight)
@@ -140,3 +147,42 @@ def test_state_dict_holds_only_trainable_weights_and_loads_back(model, base_conf
     with pytest.raises(RuntimeError, match="does not match"):
         other.load_state_dict({**state, "bogus.weight": torch.zeros(1)})
     assert np.isfinite(sum(v.sum().item() for v in state.values()))
+
+
+@pytest.mark.parametrize("mode", ["windows", "windows-2", "last", "all"])
+def test_train_samples_cover_the_training_transitions(tmp_path, tiny_config_dict, mode):
+    """``windows``: the windows of max_seq_items read by the kept prefixes supervise every
+    training transition exactly once (``train_max_windows`` 2: the last 6); ``last`` one
+    window per user; ``all`` every prefix."""
+    from recbole.data import data_preparation
+
+    from recbole_mixrec.quick_start import load_dataset
+    from tests.conftest import write_atomic
+
+    lengths = {1: 4, 2: 5, 3: 7, 4: 9, 5: 12, 6: 20}  # interactions per user
+    inter = [(u, 100 + (u * 7 + t) % 30, t) for u, n in lengths.items() for t in range(n)]
+    items = [(100 + i, f"item {i}", "brand") for i in range(30)]
+    write_atomic(str(tmp_path), "windows", inter, items)
+    config = build_config("MixRec", "windows", config_dict=dict(
+        tiny_config_dict, data_path=str(tmp_path), train_samples=mode.split("-")[0], max_seq_items=3,
+        train_max_windows=int(mode.split("-")[1]) if "-" in mode else None,
+        lambda_cl=0.0, load_col={"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title", "brand"]},
+        item_text_fields=["title", "brand"],
+    ))
+    train = data_preparation(config, load_dataset(config))[0]._dataset
+    supervised = {}  # user -> training transitions (0-based target index in the history)
+    for user, length in zip(train.inter_feat["user_id"].tolist(), train.inter_feat["item_length"].tolist()):
+        raw_user = int(train.id2token("user_id", user))
+        first = length - 3 + 1 if mode != "all" else length  # the window read ends at the target
+        supervised.setdefault(raw_user, []).extend(range(max(1, first), length + 1))
+    for user, n in lengths.items():
+        expected = list(range(1, n - 2))  # targets 1 .. n-3 (n-2: valid, n-1: test)
+        got = sorted(supervised.get(user, []))
+        if mode == "windows":
+            assert got == expected, user
+        elif mode == "windows-2":
+            assert got == expected[-6:], user
+        elif mode == "last":
+            assert got == expected[-3:], user
+        else:
+            assert got == expected, user

@@ -124,18 +124,20 @@ class ExpertMasks:
     causal_token_rows: torch.Tensor | None
 
     @classmethod
-    def build(cls, segments, attention_mask, cf_valid=None, n_slots=None):
+    def build(cls, segments, attention_mask, cf_valid=None, n_slots=None, cf_in_causal=False):
+        """``cf_in_causal``: build the causal expert's interleaved order of tokens and CF keys
+        (only needed when that expert sees the CF vectors)."""
         n_slots = n_slots if n_slots is not None else int(segments.max()) + 1
         rows = token_rows = None
-        if cf_valid is not None:
+        if cf_valid is not None and cf_in_causal:
             order, positions = causal_interleave(segments, cf_valid)
             offsets = _batch_offsets(segments.size(0), order.size(1), segments.device)
             rows, token_rows = (order + offsets).reshape(-1), (positions + offsets).reshape(-1)
         return cls(context_blocks(segments, n_slots), segments, attention_mask, cf_valid, rows, token_rows)
 
-    def causal_dense(self):
-        """The dense ``[B, T, T + C]`` causal mask (reference path only)."""
-        return causal_mask(self.segments, self.attention_mask, self.cf_valid)
+    def causal_dense(self, with_cf=True):
+        """The dense ``[B, T, T + C]`` causal mask (``[B, T, T]`` without CF; reference path only)."""
+        return causal_mask(self.segments, self.attention_mask, self.cf_valid if with_cf else None)
 
 
 def _rows(x):
@@ -240,20 +242,25 @@ def dense_reference_attention(q, k, v, k_cf, v_cf, mask, scale):
     return out.transpose(1, 2).reshape(batch, length, heads * dim)
 
 
-def expert_attention(q, k, v, k_cf, v_cf, masks, scale, impl="blocks", context_is_causal=False):
+def expert_attention(q, k, v, k_cf, v_cf, masks, scale, impl="blocks", context_is_causal=False,
+                     cf_in_causal=False):
     """Both experts' attention outputs ``(causal, context)``, each ``[B, T, H * d]``, from
     token-major q ``[B, T, H, d]``, k/v ``[B, T, Hkv, d]`` and CF keys/values ``[B, C, Hkv, d]``
     (or None); ``Hkv`` < ``H`` is grouped-query attention.
 
-    ``context_is_causal`` gives the paper's parameter-matched control (both experts causal).
+    The CF keys enter the context expert; the causal one sees them only with ``cf_in_causal``
+    (the paper's MASK_causal is false on the CF column). ``context_is_causal`` gives the
+    paper's parameter-matched control (both experts causal).
     """
+    causal_cf = (k_cf, v_cf) if cf_in_causal else (None, None)
     if impl == "dense":
-        causal = dense_reference_attention(q, k, v, k_cf, v_cf, masks.causal_dense(), scale)
+        causal_mask_ = masks.causal_dense(with_cf=cf_in_causal)
+        causal = dense_reference_attention(q, k, v, *causal_cf, causal_mask_, scale)
         if context_is_causal:
             return causal, causal
         ctx = context_mask(masks.segments, masks.attention_mask, masks.cf_valid)
         return causal, dense_reference_attention(q, k, v, k_cf, v_cf, ctx, scale)
-    causal = causal_attention(q, k, v, k_cf, v_cf, masks, scale)
+    causal = causal_attention(q, k, v, *causal_cf, masks, scale)
     if context_is_causal:
         return causal, causal
     return causal, context_attention(q, k, v, k_cf, v_cf, masks, scale)

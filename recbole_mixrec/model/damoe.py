@@ -15,6 +15,7 @@ masks and CF vectors as the keyword argument ``damoe_inputs`` that HF models pas
 every layer. Supported layouts: Llama-type (Llama, Mistral, Qwen2, SmolLM) and OPT.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,7 @@ class DAMoEInputs:
     cf_states: torch.Tensor | None  # [B, C, d] projected CF vectors (user, item slots)
     impl: str = "blocks"  # 'blocks' (efficient) or 'dense' (reference)
     context_is_causal: bool = False  # MixRec_causal2: both experts causal
+    cf_in_causal: bool = False  # the causal expert also sees the CF vectors (not the paper's mask)
 
 
 def parse_architecture(architecture, n_layers):
@@ -152,7 +154,7 @@ class DecoderLayerParts:
 class DAMoELayer(nn.Module):
     """Replaces one frozen decoder layer; ``choices`` = (causal, context, rec) parallel flags."""
 
-    def __init__(self, layer, choices, bottleneck, act="gelu", init_std=0.02):
+    def __init__(self, layer, choices, bottleneck, act="gelu", init_std=0.02, gate_init_causal=0.5):
         super().__init__()
         self.layer = layer  # frozen: its norms, attention projections and MLP are reused
         self.attention_type = getattr(layer, "attention_type", None)
@@ -163,8 +165,13 @@ class DAMoELayer(nn.Module):
         self.context_expert = AdapterExpert(hidden, bottleneck, act, init_std, context_p)
         self.rec_adapter = AdapterExpert(hidden, bottleneck, act, init_std, rec_p)
         self.gate = nn.Linear(2 * hidden, 2)
-        nn.init.zeros_(self.gate.weight)  # start as an even mixture of the two experts
-        nn.init.zeros_(self.gate.bias)
+        # the gate starts input-independent with weight gate_init_causal on the causal expert:
+        # near 1 a fresh layer is close to the frozen backbone layer (adapters start at identity)
+        if not 0 < gate_init_causal < 1:
+            raise MixRecError(f"gate_init_causal={gate_init_causal}: must be strictly between 0 and 1")
+        nn.init.zeros_(self.gate.weight)
+        with torch.no_grad():
+            self.gate.bias.copy_(torch.tensor([math.log(gate_init_causal / (1 - gate_init_causal)), 0.0]))
 
     def forward(self, hidden_states, position_embeddings=None, damoe_inputs=None, **kwargs):
         if damoe_inputs is None:
@@ -177,7 +184,7 @@ class DAMoELayer(nn.Module):
             k_cf, v_cf = proj.kv_without_position(proj.norm1(damoe_inputs.cf_states))
         causal, context = expert_attention(
             q, k, v, k_cf, v_cf, damoe_inputs.masks, proj.scale,
-            damoe_inputs.impl, damoe_inputs.context_is_causal,
+            damoe_inputs.impl, damoe_inputs.context_is_causal, damoe_inputs.cf_in_causal,
         )
         q_t = self.causal_expert(proj.output(causal), x)
         p_t = self.context_expert(proj.output(context), x)
@@ -194,7 +201,8 @@ class DAMoELayer(nn.Module):
         return (F.linear(q_t, w_q, self.gate.bias) + F.linear(p_t, w_p)).softmax(-1)
 
 
-def insert_damoe_layers(llm, architecture, replace_freq, bottleneck, act="gelu", init_std=0.02):
+def insert_damoe_layers(llm, architecture, replace_freq, bottleneck, act="gelu", init_std=0.02,
+                        gate_init_causal=0.5):
     """Replace every ``replace_freq``-th decoder layer of ``llm`` by a DAMoE layer.
 
     Returns the list of DAMoE layers.
@@ -206,6 +214,8 @@ def insert_damoe_layers(llm, architecture, replace_freq, bottleneck, act="gelu",
     choices = parse_architecture(architecture, len(indices))
     inserted = []
     for index, layer_choices in zip(indices, choices):
-        layers[index] = DAMoELayer(layers[index], layer_choices, bottleneck, act, init_std)
+        layers[index] = DAMoELayer(
+            layers[index], layer_choices, bottleneck, act, init_std, gate_init_causal
+        )
         inserted.append(layers[index])
     return inserted

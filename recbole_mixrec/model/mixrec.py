@@ -27,6 +27,7 @@ from recbole_mixrec.model.cf import bpr_loss, build_cf_model, pretrain_cf
 from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
 from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
+from recbole_mixrec.model.item_head import ItemHead
 from recbole_mixrec.model.losses import alignment_loss, info_nce, next_item_loss
 
 
@@ -37,8 +38,11 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
     trainable weights only and the backbone is rebuilt from the ``backbone`` config key.
     L_seq, L_align, L_cl and L_cf are means, not sums. The items encoded for L_align in a
     batch are the items the batch predicts (at most ``align_batch_size``). CF vectors have no
-    position (no rotary embedding). Alignment inputs see their own item's CF vector
-    (``cf_in_align``, spec 3.2 decision).
+    position (no rotary embedding); the context expert sees them, the causal expert only with
+    ``cf_in_causal`` (the paper's MASK_causal excludes them). Alignment inputs see their own
+    item's CF vector (``cf_in_align``, spec 3.2 decision). L_cf is BPR over ``cf_batch_size``
+    pairs drawn from all training interactions. The item head reads standardised states and
+    starts from the items' text and popularity (``item_head.py``; ``prepare_training``).
     """
 
     input_type = InputType.POINTWISE
@@ -71,6 +75,15 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.cf_trainable = config["cf_trainable"]
         self.lambda_cf = (config["lambda_cf"] or 0.0) if self.cf_trainable else 0.0
         self.cf_in_align = config["cf_in_align"]
+        self.cf_in_causal = config["cf_in_causal"]
+        self.cf_batch_size = config["cf_batch_size"]
+        self.cf_seq_grad = config["cf_seq_grad"]
+        self.gate_init_causal = config["gate_init_causal"]
+        self.head_input = config["head_input"]
+        self.head_init = config["head_init"]
+        self.head_init_scale = config["head_init_scale"]
+        self.head_bias_init = config["head_bias_init"]
+        self.head_norm_momentum = config["head_norm_momentum"]
         self.initializer_range = config["initializer_range"]
         if config["cf_model"] not in (None, "none") and not self.use_damoe:
             raise MixRecError("cf_model needs DAMoE layers (damoe: True): CF vectors enter there")
@@ -86,14 +99,18 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.damoe_layers = []
         if self.use_damoe:
             self.damoe_layers = insert_damoe_layers(
-                self.llm, self.architecture, self.replace_freq, *adapter_args
+                self.llm, self.architecture, self.replace_freq, *adapter_args,
+                gate_init_causal=self.gate_init_causal,
             )
         elif self.use_adapters:
             insert_adapters(self.llm, *adapter_args)
         # [SEQ] and [ALIGN] get their own trainable table instead of resizing the frozen one
         self.special_token_embedding = nn.Embedding(2, self.hidden_size)
         self.seq_token_id, self.align_token_id = self.vocab_size, self.vocab_size + 1
-        self.item_projection = nn.Linear(self.hidden_size, self.n_items)
+        self.item_projection = ItemHead(
+            self.hidden_size, self.n_items, self.head_input, self.head_norm_momentum,
+            self.initializer_range,
+        )
         self.cf_model = build_cf_model(
             self.cf_model_name, dataset.user_num, self.n_items, self.cf_embedding_size
         )
@@ -107,6 +124,10 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         item_tokens = dataset.item_tokens
         self.register_buffer("item_token_ids", item_tokens.token_ids, persistent=False)
         self.register_buffer("item_token_lengths", item_tokens.lengths, persistent=False)
+        # every training (user, item) pair: L_cf's BPR samples and the head's popularity prior
+        users, items = getattr(dataset, "train_pairs", (torch.zeros(0), torch.zeros(0)))
+        self.register_buffer("train_pair_users", users.long(), persistent=False)
+        self.register_buffer("train_pair_items", items.long(), persistent=False)
         prefix = sequence_prefix_ids(tokenizer)
         prompt = tokenizer(config["align_prompt"], add_special_tokens=False)["input_ids"]
         self.register_buffer("seq_prefix_ids", torch.tensor(prefix, dtype=torch.long), persistent=False)
@@ -120,6 +141,8 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             sizes if sizes is not None else torch.zeros(self.n_items, dtype=torch.long),
             persistent=False,
         )
+        if self.cf_model is not None and self.lambda_cf > 0 and users.numel() == 0:
+            raise MixRecError("lambda_cf > 0 needs the dataset's training pairs (MixRecDataset)")
         if self.lambda_cl > 0 and sizes is None:
             raise MixRecError("lambda_cl > 0 needs the dataset's hard negatives (MixRecDataset)")
         self.mark_frozen_backbone(self.llm)
@@ -128,8 +151,41 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         # new tokens start at the mean input embedding: an in-distribution vector
         mean = self.llm.get_input_embeddings().weight.mean(0)
         self.special_token_embedding.weight.data.copy_(mean.expand(2, -1))
-        nn.init.normal_(self.item_projection.weight, std=self.initializer_range)
-        nn.init.zeros_(self.item_projection.bias)
+
+    @torch.no_grad()
+    def prepare_training(self, train_data, n_batches=16, item_batch_size=64):
+        """Start the item head from the data (``head_init``, ``head_bias_init``); the trainer
+        calls this once before the first epoch of a fresh run (not on resume).
+
+        One frozen pass encodes every item's ``[ALIGN]`` state and the ``[SEQ]`` states of the
+        first ``n_batches`` training batches (the standardiser's statistics).
+        """
+        was_training = self.training
+        self.eval()
+        device = self.item_token_ids.device
+        items = torch.arange(1, self.n_items, device=device)
+        align = torch.cat([
+            self.item_representation(chunk) for chunk in items.split(item_batch_size)
+        ])
+        align = torch.cat([align.new_zeros(1, align.size(1)), align])
+        seq = []
+        for index, batch in enumerate(train_data):
+            if index >= n_batches:
+                break
+            batch = batch.to(device)
+            hidden, _, count = self.forward(batch[self.ITEM_SEQ], batch[self.ITEM_SEQ_LEN], batch[self.USER_ID])
+            valid = torch.arange(hidden.size(1), device=device) < count.unsqueeze(1)
+            seq.append(hidden[valid])
+        counts = torch.bincount(self.train_pair_items, minlength=self.n_items)
+        self.item_projection.init_from_data(
+            torch.cat(seq) if seq else None, align, counts, self.head_init_scale,
+            text=self.head_init == "text", popularity=self.head_bias_init == "popularity",
+        )
+        self.train(was_training)
+        self.logger.info(
+            f"item head initialised: W_item from {self.head_init}, b_item from {self.head_bias_init}, "
+            f"input {self.head_input} ({sum(len(s) for s in seq)} [SEQ] states, {len(items)} items)"
+        )
 
     def _pretrain_and_freeze_cf(self, dataset, epochs):
         """``cf_trainable: False``: fit the CF model with BPR first, then freeze it."""
@@ -151,9 +207,11 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         input_ids, attention_mask, _, segments = packed
         kwargs = {}
         if self.damoe_layers:
-            masks = ExpertMasks.build(segments, attention_mask, cf_valid, positions.size(1))
+            masks = ExpertMasks.build(
+                segments, attention_mask, cf_valid, positions.size(1), self.cf_in_causal
+            )
             kwargs["damoe_inputs"] = DAMoEInputs(
-                masks, cf_states, self.attention_impl, self.causal_experts
+                masks, cf_states, self.attention_impl, self.causal_experts, self.cf_in_causal
             )
         hidden = self.llm(
             inputs_embeds=self._embed(input_ids), attention_mask=attention_mask,
@@ -166,14 +224,21 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         if self.cf_model is None:
             return None, None
         batch = items.size(0)
+        user_table, item_table = self.cf_model.user_embedding, self.cf_model.item_embedding
         if users is None:  # alignment inputs: no user
             user_states = items.new_zeros(batch, 1, self.hidden_size, dtype=torch.float)
             user_valid = torch.zeros(batch, 1, dtype=torch.bool, device=items.device)
         else:
-            user_states = self.cf_user_projection(self.cf_model.user_embedding(users)).unsqueeze(1)
+            user_states = self.cf_user_projection(self._cf_lookup(user_table, users)).unsqueeze(1)
             user_valid = torch.ones(batch, 1, dtype=torch.bool, device=items.device)
-        item_states = self.cf_item_projection(self.cf_model.item_embedding(items))
+        item_states = self.cf_item_projection(self._cf_lookup(item_table, items))
         return torch.cat([user_states, item_states], 1), torch.cat([user_valid, item_valid], 1)
+
+    def _cf_lookup(self, table, ids):
+        """CF embeddings as the LLM reads them; without ``cf_seq_grad`` only L_cf trains them
+        (L_seq could otherwise store each user's targets in the user vector)."""
+        vectors = table(ids)
+        return vectors if self.cf_seq_grad else vectors.detach()
 
     def forward(self, item_seq, item_seq_len, user=None):
         """h^SEQ after each of the last ``max_seq_items`` history items.
@@ -209,7 +274,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], user
         )
         labels = next_item_labels(window, count, target)
-        loss_seq = next_item_loss(self.item_projection(hidden), labels)
+        loss_seq = next_item_loss(self.item_projection(hidden, "seq", labels > 0), labels)
         zero = torch.zeros_like(loss_seq)
 
         align_items = labels[labels > 0].unique()
@@ -227,7 +292,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             lookup = torch.zeros(self.n_items, dtype=torch.long, device=needed.device)
             lookup[needed] = torch.arange(needed.numel(), device=needed.device)
             if align_items.numel() > 0:
-                logits = self.item_projection(reps[lookup[align_items]])
+                logits = self.item_projection(reps[lookup[align_items]], "align")
                 loss_align = self.lambda_align * alignment_loss(logits, align_items)
             if cl_items.numel() > 0:
                 item_reps = reps[lookup[cl_items]]  # [S, 1 + K, d]
@@ -236,11 +301,18 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
                 )
         loss_cf = zero
         if self.cf_model is not None and self.lambda_cf > 0:
-            rows = labels > 0
-            users = user.unsqueeze(1).expand_as(labels)[rows]
-            negatives = torch.randint(1, self.n_items, users.shape, device=users.device)
-            loss_cf = self.lambda_cf * bpr_loss(self.cf_model, users, labels[rows], negatives)
+            loss_cf = self.lambda_cf * self._cf_loss()
         return loss_seq, loss_align, loss_cl, loss_cf
+
+    def _cf_loss(self):
+        """L_cf: BPR on ``cf_batch_size`` pairs drawn from the whole training matrix (spec 3.2),
+        not only the targets of this batch; uniform negatives."""
+        device = self.train_pair_items.device
+        pick = torch.randint(0, self.train_pair_items.numel(), (self.cf_batch_size,), device=device)
+        negatives = torch.randint(1, self.n_items, (self.cf_batch_size,), device=device)
+        return bpr_loss(
+            self.cf_model, self.train_pair_users[pick], self.train_pair_items[pick], negatives
+        )
 
     def _sample_contrastive(self, hidden, labels):
         """Pick ``cl_n_s`` positions per sequence whose next item has hard negatives.
