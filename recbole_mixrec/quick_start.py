@@ -199,6 +199,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         # training time of the runs a resumed one continues: add it for the total (0 for a fresh
         # run, None when the checkpoint predates that field)
         "time_before_resume_s": trainer.time_before_resume_s,
+        # valid_untrained: the validation before the first epoch (None when not run)
+        "untrained_valid_result": getattr(trainer, "untrained_valid_result", None),
     }
 
 
