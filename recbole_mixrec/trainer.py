@@ -121,10 +121,12 @@ class WeightsOnlyCheckpointMixin:
             "rng_state": capture_rng_state(self._loaders),
             "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
             "state_dict": self.model.state_dict(),
-            # modules there (FDSA's feature_embed_layer) are submodules, already in state_dict;
-            # pickled whole they would make the file unloadable with weights_only=True
+            # tensors only (Pop's counts): pickled whole, the other values would make the file
+            # unloadable with weights_only=True. Modules (FDSA's feature_embed_layer) are
+            # submodules, already in state_dict; scipy and numpy matrices (ItemKNN's, EASE's)
+            # are computed from the dataset again when the model is built
             "other_parameter": {k: v for k, v in self.model.other_parameter().items()
-                                if not isinstance(v, torch.nn.Module)},
+                                if v is None or isinstance(v, torch.Tensor)},
             "optimizer": self.optimizer.state_dict(),
         }
 
@@ -219,6 +221,24 @@ class WeightsOnlyCheckpointMixin:
 
 class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):
     """RecBole's Trainer for the baselines, with checkpoints that torch 2.13 loads."""
+
+
+_WITH_PLUGIN_CHECKPOINTS = {Trainer: BaselineTrainer}
+
+
+def with_plugin_checkpoints(trainer_class):
+    """``trainer_class`` (what ``recbole.utils.get_trainer`` picked, e.g. ``TraditionalTrainer``
+    for Pop) with the plugin's checkpoints and resume file. Its training loop
+    is RecBole's, unchanged. Trainers that are not RecBole ``Trainer`` subclasses (the
+    decision-tree ones of context-aware models) and the plugin's own come back as they are."""
+    if issubclass(trainer_class, WeightsOnlyCheckpointMixin) or not issubclass(trainer_class, Trainer):
+        return trainer_class
+    if trainer_class not in _WITH_PLUGIN_CHECKPOINTS:
+        _WITH_PLUGIN_CHECKPOINTS[trainer_class] = type(
+            f"WeightsOnly{trainer_class.__name__}", (WeightsOnlyCheckpointMixin, trainer_class),
+            {"__module__": __name__, "__doc__": f"RecBole's {trainer_class.__name__}, plugin checkpoints."},
+        )
+    return _WITH_PLUGIN_CHECKPOINTS[trainer_class]
 
 
 class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
