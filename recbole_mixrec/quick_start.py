@@ -215,6 +215,9 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         # training time of the runs a resumed one continues: add it for the total (0 for a fresh
         # run, None when the checkpoint predates that field)
         "time_before_resume_s": trainer.time_before_resume_s,
+        # per epoch, resumed runs' earlier epochs included: {"epoch", "train_loss" (mean over
+        # batches), "valid_score" (valid_metric; None without validation)}
+        "learning_curve": [dict(point) for point in trainer.learning_curve],
     }
 
 
