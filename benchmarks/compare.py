@@ -9,12 +9,16 @@ another. ``<out>/<dataset>/<timestamp>/`` receives:
 * ``models/<model>.json``: one record per finished model, written as soon as it ends;
 * ``results.csv``, ``table.md`` (Table 2 layout, best per row in bold, "Improv." = best plugin
   model over best baseline) and ``bars.png``, rewritten after every model;
+* ``curves.csv`` (model, epoch, train_loss, valid_<metric>) and ``curves.png`` (training loss
+  and validation metric per epoch, one line per model), also rewritten after every model, from
+  the learning curve each model's trainer records (``learning_curve`` in its record);
 * ``configs/<model>.yaml`` (the final config's plain entries), ``checkpoints/<model>/``;
 * ``stats.md``: the dataset's Table-1 statistics (``dataset_tools`` stats).
 
 ``--resume DIR`` continues a run: models with an "ok" record are not re-run; the others are,
 from their checkpoints in ``checkpoints/<model>/`` when there are some (a run stopped midway
-continues after its last validation; from its best epoch when it has no ``*-last.pth``).
+continues after its last validation; from its best epoch when it has no ``*-last.pth``; its
+learning curve, saved in the checkpoint, continues too).
 A model that raises is recorded with ``status=failed`` and its error; the others go on.
 """
 
@@ -43,7 +47,8 @@ PLAIN_TYPES = (str, int, float, bool, type(None))
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.compare",
-        description="Train and test several models on one dataset; write results.csv, table.md, bars.png.",
+        description="Train and test several models on one dataset; write results.csv, table.md, bars.png, "
+                    "curves.csv, curves.png.",
         epilog="Any other --key=value is a config entry for every model, e.g. --epochs=1.",
     )
     parser.add_argument("--dataset", "-d", default="ml-100k", help="ml-100k (packaged) or a dataset under data_path")
@@ -150,6 +155,7 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
                       valid_metric=config["valid_metric"],
                       saved_model_file=result["saved_model_file"],
                       epochs=result["epochs_trained"], best_epoch=result["best_epoch"],
+                      learning_curve=result["learning_curve"],
                       **{m: float(test[m]) for m in METRICS if m in test})
         before = result["time_before_resume_s"]  # None: a checkpoint older than that field
         record["time_before_resume_s"] = "" if before is None else round(before, 2)
@@ -227,13 +233,18 @@ def write_markdown_table(records, path, is_plugin=is_plugin_model):
         handle.write(markdown_table(records, is_plugin))
 
 
-def plot_bars(records, path, title=""):
-    """Grouped bar chart: one group per metric, one bar per successful model."""
+def pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_bars(records, path, title=""):
+    """Grouped bar chart: one group per metric, one bar per successful model."""
+    plt = pyplot()
     done = [r for r in records if r.get("status") == "ok"]
     if not done:
         return False
@@ -246,6 +257,67 @@ def plot_bars(records, path, title=""):
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def curve_records(records):
+    """The successful records that hold a learning curve (older records have none)."""
+    return [r for r in records if r.get("status") == "ok" and r.get("learning_curve")]
+
+
+def valid_column(metric):
+    return f"valid_{metric.lower()}"  # e.g. valid_mrr@10, like results.csv's metric columns
+
+
+def write_curves_csv(records, path):
+    """One row per model and epoch: model, epoch, train_loss, valid_<metric> (one column per
+    validation metric in use; empty in an epoch without validation)."""
+    done = curve_records(records)
+    columns = list(dict.fromkeys(valid_column(r["valid_metric"]) for r in done))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["model", "epoch", "train_loss", *columns], restval="")
+        writer.writeheader()
+        for record in done:
+            for point in record["learning_curve"]:
+                row = {"model": record["model"], "epoch": point["epoch"], "train_loss": point["train_loss"]}
+                if point["valid_score"] is not None:
+                    row[valid_column(record["valid_metric"])] = point["valid_score"]
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def plot_curves(records, path, title=""):
+    """Two panels, training loss and validation metric against the epoch, one line per model
+    (the same colour in both)."""
+    from matplotlib.ticker import MaxNLocator
+
+    done = curve_records(records)
+    if not done:
+        return False
+    plt = pyplot()
+    fig, (loss_ax, valid_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for record in done:
+        curve = record["learning_curve"]
+        losses = [(p["epoch"], p["train_loss"]) for p in curve if p["train_loss"] is not None]
+        scores = [(p["epoch"], p["valid_score"]) for p in curve if p["valid_score"] is not None]
+        color = None
+        if losses:
+            (line,) = loss_ax.plot(*zip(*losses), marker=".", label=record["model"])
+            color = line.get_color()
+        if len(scores) == 1:  # one validation (Pop): a level to compare the others with
+            valid_ax.axhline(scores[0][1], linestyle="--", color=color, label=record["model"])
+        elif scores:
+            valid_ax.plot(*zip(*scores), marker=".", color=color, label=record["model"])
+    metrics = sorted({r["valid_metric"] for r in done})
+    loss_ax.set(title="training loss", xlabel="epoch (0-based)", ylabel="loss (mean over batches)")
+    valid_ax.set(title="validation", xlabel="epoch (0-based)", ylabel=f"valid {' / '.join(metrics)}")
+    for ax in (loss_ax, valid_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    (valid_ax if valid_ax.lines else loss_ax).legend()
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -270,6 +342,8 @@ def write_outputs(run_dir, records, dataset):
     write_csv(records, os.path.join(run_dir, "results.csv"))
     write_markdown_table(records, os.path.join(run_dir, "table.md"))
     plot_bars(records, os.path.join(run_dir, "bars.png"), title=dataset)
+    write_curves_csv(records, os.path.join(run_dir, "curves.csv"))
+    plot_curves(records, os.path.join(run_dir, "curves.png"), title=f"{dataset}: learning curves")
 
 
 # ---------------------------------------------------------------- main

@@ -1,8 +1,9 @@
 """Command line: ``python run_recbole_mixrec.py --model=MixRec --dataset=ml-100k [--key=value ...]``.
 
 Like RecBole's ``run_recbole.py``: ``--config_files="a.yaml b.yaml"`` adds yaml files and every
-other ``--key=value`` becomes a config entry. Plugin models and RecBole's own models (GRU4Rec,
-SASRec, BERT4Rec, FDSA, ...) run on the same split, metrics and evaluator.
+other ``--key=value`` becomes a config entry. Plugin models and RecBole's own sequential and
+general models (GRU4Rec, SASRec, BERT4Rec, FDSA, Pop, BPR, ...) run on the same split, metrics
+and evaluator.
 ``--search=bo`` first searches MixRec's architecture (spec 3.4), then trains with the best one.
 ``--resume_file=<checkpoint>`` continues a run that was cut off.
 """

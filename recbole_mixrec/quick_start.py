@@ -7,15 +7,15 @@ import os
 import sys
 
 import pandas as pd
+import recbole
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
-from recbole.trainer import Trainer
-from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
+from recbole.utils import ModelType, get_model, get_trainer, init_logger, init_seed, set_color
 
 from recbole_mixrec.errors import MixRecError
-from recbole_mixrec.properties import config_files
+from recbole_mixrec.properties import config_files, overall_file, read_yaml
 from recbole_mixrec.registry import BASELINE_MODELS, PLUGIN_MODELS
-from recbole_mixrec.trainer import BaselineTrainer
+from recbole_mixrec.trainer import with_plugin_checkpoints
 
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
@@ -41,7 +41,7 @@ def check_model(model):
     except (ValueError, AttributeError, ImportError):  # exlib models import optional packages
         raise MixRecError(
             f"unknown model '{model}': plugin models {sorted(PLUGIN_MODELS)}, RecBole baselines "
-            f"{list(BASELINE_MODELS)} (any RecBole sequential model name also works)"
+            f"{list(BASELINE_MODELS)} (any RecBole sequential or general model name also works)"
         ) from None
 
 
@@ -50,13 +50,31 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     missing = [path for path in config_file_list or [] if not os.path.isfile(path)]
     if missing:
         raise MixRecError(f"config file(s) not found: {missing}")
+    files = config_files(model, dataset, config_file_list)
     with isolated_argv():
-        return Config(
-            model=model,
-            dataset=dataset,
-            config_file_list=config_files(model, dataset, config_file_list),
-            config_dict=dict(config_dict or {}),
-        )
+        config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict or {}))
+    named = set(config_dict or {}).union(*(read_yaml(f) for f in files if f != overall_file()))
+    if model not in PLUGIN_MODELS and "train_neg_sample_args" not in named:
+        set_default_negative_sampling(config)
+    return config
+
+
+def set_default_negative_sampling(config):
+    """What RecBole's own defaults would do for a RecBole model whose config files and
+    settings do not name ``train_neg_sample_args`` (overall.yaml turns sampling off).
+
+    RecBole's default, from its ``overall.yaml``, is one uniform negative per positive: BPR and
+    the other pairwise models need it, as do pointwise ones with a BCE loss (NeuMF: the labels
+    come from the sampling) and sequential models with ``loss_type: BPR``. Sequential models
+    with ``loss_type: CE`` stay without: a softmax over all items, and RecBole refuses negatives
+    there (which is why overall.yaml has ``~``). Pop gets RecBole's default too: it counts an
+    item once per training batch it is in, negatives included (README, Models).
+    """
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["loss_type"] == "CE":
+        return
+    recbole_overall = os.path.join(os.path.dirname(recbole.__file__), "properties", "overall.yaml")
+    config["train_neg_sample_args"] = read_yaml(recbole_overall)["train_neg_sample_args"]
+    config._set_train_neg_sample_args()  # RecBole normalises this key while building a Config
 
 
 def _header(path):
@@ -172,10 +190,8 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    if trainer_class is Trainer:  # RecBole's baselines: same loop, loadable checkpoints
-        trainer_class = BaselineTrainer
-    trainer = trainer_class(config, model)
+    # RecBole's choice (Trainer, TraditionalTrainer for Pop, ...): same loop, loadable checkpoints
+    trainer = with_plugin_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
     if resume_file:
         trainer.resume_checkpoint(resume_file)
 
@@ -201,6 +217,9 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
         "time_before_resume_s": trainer.time_before_resume_s,
         # valid_untrained: the validation before the first epoch (None when not run)
         "untrained_valid_result": getattr(trainer, "untrained_valid_result", None),
+        # per epoch, resumed runs' earlier epochs included: {"epoch", "train_loss" (mean over
+        # batches), "valid_score" (valid_metric; None without validation)}
+        "learning_curve": [dict(point) for point in trainer.learning_curve],
     }
 
 

@@ -39,16 +39,20 @@ def allow_recbole_checkpoints():
 
     RecBole pickles its ``Config`` into every checkpoint. Instead of switching the safety check
     off process-wide (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``) we allow exactly the classes a
-    Config holds: the Config itself, RecBole's enums, the yaml loader class and model classes.
+    Config holds: the Config itself, RecBole's enums, the yaml loader class and the model class
+    (``Config.model_class``): every RecBole general and sequential model, as any of them runs.
     """
+    import recbole.model.general_recommender as general
+    import recbole.model.sequential_recommender as sequential
     from recbole.config import Config
-    from recbole.utils import get_model
+    from recbole.model.abstract_recommender import AbstractRecommender
     from recbole.utils.enum_type import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
 
-    baselines = [get_model(name) for name in BASELINE_MODELS]
+    models = [value for namespace in (general, sequential) for value in vars(namespace).values()
+              if isinstance(value, type) and issubclass(value, AbstractRecommender)]
     torch.serialization.add_safe_globals(
         [Config, EvaluatorType, FeatureSource, FeatureType, InputType, ModelType, yaml.FullLoader]
-        + baselines
+        + models
     )
 
 

@@ -92,6 +92,11 @@ class WeightsOnlyCheckpointMixin:
     and the training time so far: a single-process run resumed from them trains the epochs the
     uninterrupted run would have trained (same shuffles, same dropout masks; random draws of a
     user's ``callback_fn`` excepted).
+
+    ``learning_curve`` records every epoch as ``{"epoch", "train_loss", "valid_score"}``: the
+    training loss averaged over the epoch's batches (RecBole logs the sum) from ``_train_epoch``,
+    and the ``valid_metric`` score from ``_valid_epoch`` (None in an epoch without validation).
+    Checkpoints hold it, so a resumed run's curve continues the earlier runs' one.
     """
 
     best_epoch = None
@@ -103,6 +108,26 @@ class WeightsOnlyCheckpointMixin:
     time_before_resume_s = 0.0
     _fit_seconds = 0.0
     _fit_started = None
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.learning_curve = []
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        total = sum(losses) if isinstance(losses, tuple) else losses
+        self.learning_curve.append({
+            "epoch": epoch_idx,
+            "train_loss": None if total is None else float(total) / max(1, len(train_data)),
+            "valid_score": None,
+        })
+        return losses
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        if self.learning_curve:  # RecBole validates right after training an epoch
+            self.learning_curve[-1]["valid_score"] = float(valid_score)
+        return valid_score, valid_result
 
     @property
     def training_time_s(self):
@@ -119,12 +144,15 @@ class WeightsOnlyCheckpointMixin:
             "cur_step": self.cur_step,
             "training_time_s": self.training_time_s,
             "rng_state": capture_rng_state(self._loaders),
+            "learning_curve": [dict(point) for point in self.learning_curve],  # plain ints and floats
             "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
             "state_dict": self.model.state_dict(),
-            # modules there (FDSA's feature_embed_layer) are submodules, already in state_dict;
-            # pickled whole they would make the file unloadable with weights_only=True
+            # tensors only (Pop's counts): pickled whole, the other values would make the file
+            # unloadable with weights_only=True. Modules (FDSA's feature_embed_layer) are
+            # submodules, already in state_dict; scipy and numpy matrices (ItemKNN's, EASE's)
+            # are computed from the dataset again when the model is built
             "other_parameter": {k: v for k, v in self.model.other_parameter().items()
-                                if not isinstance(v, torch.nn.Module)},
+                                if v is None or isinstance(v, torch.Tensor)},
             "optimizer": self.optimizer.state_dict(),
         }
 
@@ -204,6 +232,8 @@ class WeightsOnlyCheckpointMixin:
         super().resume_checkpoint(resume_file)  # a best checkpoint: later improvements overwrite it
         self.time_before_resume_s = checkpoint.get("training_time_s")
         self._rng_state_to_restore = checkpoint.get("rng_state")  # older files have neither
+        self.learning_curve = [dict(point) for point in checkpoint.get("learning_curve") or []
+                               if point["epoch"] < self.start_epoch]  # older files: starts here
         self.best_epoch = self.start_epoch - 1
         if best_file is not None:
             self.saved_model_file = best_file  # improvements and the final test use the best file
@@ -219,6 +249,24 @@ class WeightsOnlyCheckpointMixin:
 
 class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):
     """RecBole's Trainer for the baselines, with checkpoints that torch 2.13 loads."""
+
+
+_WITH_PLUGIN_CHECKPOINTS = {Trainer: BaselineTrainer}
+
+
+def with_plugin_checkpoints(trainer_class):
+    """``trainer_class`` (what ``recbole.utils.get_trainer`` picked, e.g. ``TraditionalTrainer``
+    for Pop) with the plugin's checkpoints, resume file and learning curve. Its training loop
+    is RecBole's, unchanged. Trainers that are not RecBole ``Trainer`` subclasses (the
+    decision-tree ones of context-aware models) and the plugin's own come back as they are."""
+    if issubclass(trainer_class, WeightsOnlyCheckpointMixin) or not issubclass(trainer_class, Trainer):
+        return trainer_class
+    if trainer_class not in _WITH_PLUGIN_CHECKPOINTS:
+        _WITH_PLUGIN_CHECKPOINTS[trainer_class] = type(
+            f"WeightsOnly{trainer_class.__name__}", (WeightsOnlyCheckpointMixin, trainer_class),
+            {"__module__": __name__, "__doc__": f"RecBole's {trainer_class.__name__}, plugin checkpoints."},
+        )
+    return _WITH_PLUGIN_CHECKPOINTS[trainer_class]
 
 
 class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):

@@ -3,6 +3,7 @@ CLI's input errors, and one real (short) GRU4Rec + SASRec benchmark with a faili
 resumed second run."""
 import csv
 import json
+import math
 import os
 import re
 
@@ -83,6 +84,30 @@ def test_csv_and_plot_from_records(tmp_path):
     assert compare.plot_bars(records, tmp_path / "bars.png", title="t")
     assert (tmp_path / "bars.png").read_bytes()[:8] == PNG_MAGIC
     assert not compare.plot_bars(records[1:], tmp_path / "none.png")  # nothing to plot
+    assert not (tmp_path / "none.png").exists()
+
+
+def curve(*points):
+    return [{"epoch": e, "train_loss": loss, "valid_score": score} for e, loss, score in points]
+
+
+def test_curves_csv_and_plot_from_records(tmp_path):
+    records = [dict(rec("GRU4Rec", 0.08, 0.15, 0.05), valid_metric="MRR@10",
+                    learning_curve=curve((0, 7.1, 0.02), (1, 6.5, None), (2, 6.2, 0.04))),
+               dict(rec("Pop", 0.04, 0.08, 0.03), valid_metric="MRR@10", learning_curve=curve((0, 0.0, 0.03))),
+               rec("SASRec", 0.1, 0.1, 0.1),  # a record written before curves existed
+               {"model": "X", "status": "failed", "error": "E: bad"}]
+    compare.write_curves_csv(records, tmp_path / "curves.csv")
+    with open(tmp_path / "curves.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == ["model", "epoch", "train_loss", "valid_mrr@10"]
+    assert [(r["model"], r["epoch"], r["train_loss"], r["valid_mrr@10"]) for r in rows] == [
+        ("GRU4Rec", "0", "7.1", "0.02"), ("GRU4Rec", "1", "6.5", ""), ("GRU4Rec", "2", "6.2", "0.04"),
+        ("Pop", "0", "0.0", "0.03")]
+    assert compare.plot_curves(records, tmp_path / "curves.png", title="t")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert not compare.plot_curves(records[2:], tmp_path / "none.png")  # no curve to draw
     assert not (tmp_path / "none.png").exists()
 
 
@@ -198,3 +223,47 @@ def test_two_model_benchmark_with_failure_and_resume(tmp_path, monkeypatch, caps
     for key in ("ndcg@10", "recall@10", "mrr@10", "valid_score"):
         assert float(resumed[key]) == pytest.approx(float(rows["GRU4Rec"][key]), abs=1e-4)
     assert len(os.listdir(os.path.join(run_dir, "checkpoints", "GRU4Rec"))) == 2
+
+
+def read_curves(run_dir):
+    """{model: [(epoch, train_loss, valid score)]} from curves.csv."""
+    curves = {}
+    with open(os.path.join(run_dir, "curves.csv"), newline="") as handle:
+        for row in csv.DictReader(handle):
+            point = (int(row["epoch"]), float(row["train_loss"]), float(row["valid_mrr@10"]))
+            curves.setdefault(row["model"], []).append(point)
+    return curves
+
+
+def test_pop_sanity_row_and_learning_curves_that_continue_on_resume(tmp_path, monkeypatch, capsys):
+    """Pop (RecBole's TraditionalTrainer, one epoch whatever --epochs says) beside GRU4Rec; the
+    curves of both; GRU4Rec cut off after its first epoch continues its curve when resumed."""
+    monkeypatch.chdir(tmp_path)
+    quick = ["--MAX_ITEM_LIST_LENGTH=5", "--train_batch_size=4096", "--eval_batch_size=4096",
+             "--user_inter_num_interval=[0,40]", "--hidden_size=16", "--embedding_size=16", "--show_progress=False"]
+    argv = ["--dataset", "ml-100k", "--models", "Pop,GRU4Rec", "--out", "res"]
+    assert compare.main(argv + quick + ["--epochs=1"]) == 0
+    (run_dir,) = [os.path.join("res", "ml-100k", d) for d in os.listdir(os.path.join("res", "ml-100k"))]
+    with open(os.path.join(run_dir, "results.csv"), newline="") as handle:
+        rows = {r["model"]: r for r in csv.DictReader(handle)}
+    assert rows["Pop"]["status"] == "ok" and float(rows["Pop"]["recall@10"]) > 10 / 1682
+    first = read_curves(run_dir)
+    assert [p[0] for p in first["Pop"]] == [0] and [p[0] for p in first["GRU4Rec"]] == [0]
+    assert first["GRU4Rec"][0][1] > 0 and first["Pop"][0][1] == 0.0  # Pop has no loss
+    for model, points in first.items():
+        assert all(math.isfinite(loss) and 0 <= score <= 1 for _, loss, score in points)
+        assert points[-1][2] == pytest.approx(float(rows[model]["valid_score"]))  # best = last here
+    with open(os.path.join(run_dir, "curves.png"), "rb") as handle:
+        assert handle.read(8) == PNG_MAGIC
+
+    # GRU4Rec "cut off" after epoch 0 (checkpoints, no record), resumed with two epochs in all
+    os.remove(os.path.join(run_dir, "models", "GRU4Rec.json"))
+    assert compare.main(argv[:4] + ["--resume", run_dir] + quick + ["--epochs=2"]) == 0
+    assert "skip Pop: already done" in capsys.readouterr().out
+    resumed = read_curves(run_dir)
+    assert resumed["Pop"] == first["Pop"]
+    assert [p[0] for p in resumed["GRU4Rec"]] == [0, 1] and resumed["GRU4Rec"][0] == first["GRU4Rec"][0]
+    assert all(math.isfinite(loss) and 0 <= score <= 1 for _, loss, score in resumed["GRU4Rec"])
+    with open(os.path.join(run_dir, "models", "GRU4Rec.json")) as handle:
+        record = json.load(handle)
+    assert [p["epoch"] for p in record["learning_curve"]] == [0, 1] and record["epochs"] == 2

@@ -121,6 +121,14 @@ def test_resume_from_last_checkpoint_continues_after_the_last_validation(gru4rec
         assert torch.equal(resumed.model.state_dict()[key], value), key
     resumed.fit(train, valid)
     assert sorted(resumed.train_loss_dict) == [2, 3]  # epochs 0 and 1 are not trained again
+    # the learning curve: every epoch, the first run's part from the checkpoint
+    assert last["learning_curve"] == first.learning_curve == resumed.learning_curve[:2]
+    assert [p["epoch"] for p in resumed.learning_curve] == [0, 1, 2, 3]
+    losses = {**first.train_loss_dict, **resumed.train_loss_dict}  # RecBole's: sums over batches
+    for point in resumed.learning_curve:
+        assert point["train_loss"] > 0 and point["train_loss"] == pytest.approx(losses[point["epoch"]] / len(train))
+        assert 0 <= point["valid_score"] <= 1
+    assert max(p["valid_score"] for p in resumed.learning_curve) == pytest.approx(resumed.best_valid_score)
     best = torch.load(best_file, weights_only=True)
     assert best["epoch"] == resumed.best_epoch and "best_model_file" not in best
     last = torch.load(last_file, weights_only=True)
