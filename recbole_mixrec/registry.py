@@ -73,7 +73,9 @@ def register_all():
     from recbole_mixrec.trainer import BaselineTrainer
 
     register_model(LiteLLM4Rec, MixRecDataset, MixRecTrainer)
-    register_model(Hydra, None, BaselineTrainer)
+    from recbole_mixrec.data.dataset import PluginSequentialDataset
+
+    register_model(Hydra, PluginSequentialDataset, BaselineTrainer)
 
 
 def yaml_chain(model):

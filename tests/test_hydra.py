@@ -199,3 +199,23 @@ def test_one_epoch_on_ml100k(tmp_path):
     metrics = result["test_result"]
     assert set(metrics) >= {"mrr@10", "recall@10", "ndcg@10"}
     assert all(math.isfinite(v) and 0 <= v <= 1 for v in metrics.values())
+
+
+def test_run_by_name_builds_the_loaders_with_hydras_defaults(cache_dir):
+    """``run_recbole(model="Hydra")`` builds RecBole's Config without the plugin's yaml: the
+    defaults must be in place before the loaders read the batch size and negative sampling."""
+    import yaml
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_mixrec.properties import model_file
+    from recbole_mixrec.quick_start import isolated_argv
+
+    with isolated_argv():
+        config = Config(model="Hydra", dataset="ml-100k", config_dict={"epochs": 1})
+    defaults = yaml.safe_load(open(model_file("Hydra")))
+    assert config["train_batch_size"] != defaults["train_batch_size"]  # RecBole's own default
+    train = data_preparation(config, create_dataset(config))[0]
+    assert train.batch_size == defaults["train_batch_size"]
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # Hydra: CE over all items
+    assert train.neg_sample_args["distribution"] == "none"

@@ -21,7 +21,18 @@ TRAIN_SAMPLE_MODES = {
 }
 
 
-class MixRecDataset(SequentialDataset):
+class PluginSequentialDataset(SequentialDataset):
+    """RecBole's :class:`SequentialDataset` that first gives the plugin's yaml defaults to the
+    config. ``run_recbole(model=...)`` by name builds the Config without our yaml files; the
+    dataset is the first thing built from it, before the loaders read the batch size and the
+    negative sampling, so every entry point trains with the model's own defaults."""
+
+    def __init__(self, config):
+        fill_defaults(config, config["model"])
+        super().__init__(config)
+
+
+class MixRecDataset(PluginSequentialDataset):
     """A :class:`SequentialDataset` whose items carry a tokenised sentence.
 
     Config keys read: ``item_text_fields``, ``item_text_max_tokens``, ``item_text_missing``,
@@ -45,7 +56,6 @@ class MixRecDataset(SequentialDataset):
     """
 
     def __init__(self, config):
-        fill_defaults(config, config["model"])
         super().__init__(config)
         self._build_item_text()
 

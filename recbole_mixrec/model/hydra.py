@@ -151,7 +151,9 @@ class Hydra(SequentialRecommender):
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
-        fill_defaults(config, "Hydra")  # run_recbole(model="Hydra") does not read our yaml
+        # a Hydra built from a Config made elsewhere; run_recbole(model="Hydra") already has them
+        # from PluginSequentialDataset, before the loaders were built
+        fill_defaults(config, "Hydra")
         super(Hydra, self).__init__(config, dataset)
 
         # load parameters info
