@@ -195,6 +195,13 @@ def improvement(values, is_plugin=is_plugin_model):
     return f"{(max(ours) - max(theirs)) / max(theirs) * 100:+.1f}%"
 
 
+def is_general_model(name):
+    """A RecBole general (non-sequential) recommender such as Pop or BPR."""
+    import recbole.model.general_recommender as general
+
+    return isinstance(getattr(general, name, None), type)
+
+
 def markdown_table(records, is_plugin=is_plugin_model):
     """Paper Table 2 layout: rows = metrics, columns = (successful) models, then "Improv."."""
     done = [r for r in records if r.get("status") == "ok"]
@@ -221,6 +228,11 @@ def markdown_table(records, is_plugin=is_plugin_model):
                   + ", ".join(summed) + "."]
     if last_only:
         lines += ["", "Resumed from a checkpoint (wall time of the last run only): " + ", ".join(last_only) + "."]
+    general = [r["model"] for r in done if is_general_model(r["model"])]
+    if general:  # RecBole's evaluator: history_index for general models, None for sequential ones
+        lines += ["", "General models (" + ", ".join(general) + "): RecBole's full ranking leaves each "
+                  "user's training items out of their candidates; sequential models rank every item, "
+                  "so their figures are not on the same footing."]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines.append("")

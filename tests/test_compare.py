@@ -267,3 +267,10 @@ def test_pop_sanity_row_and_learning_curves_that_continue_on_resume(tmp_path, mo
     with open(os.path.join(run_dir, "models", "GRU4Rec.json")) as handle:
         record = json.load(handle)
     assert [p["epoch"] for p in record["learning_curve"]] == [0, 1] and record["epochs"] == 2
+
+
+def test_table_says_general_models_are_ranked_without_the_users_training_items():
+    records = [rec("Pop", 0.04, 0.07, 0.03), rec("SASRec", 0.06, 0.12, 0.04)]
+    text = compare.markdown_table(records)
+    assert "General models (Pop): RecBole's full ranking leaves each user's training items out" in text
+    assert "General models" not in compare.markdown_table(records[1:])
