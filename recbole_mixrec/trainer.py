@@ -313,6 +313,7 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
             with torch.random.fork_rng(devices=[]):
                 score, result = self._valid_epoch(valid_data, show_progress=show_progress)
             self.untrained_valid_result = result
+            self.learning_curve.append({"epoch": -1, "train_loss": None, "valid_score": float(score)})
             self.logger.info(
                 set_color("untrained (epoch -1) valid", "blue") + f": {self.valid_metric} {score:.4f}, {dict(result)}"
             )

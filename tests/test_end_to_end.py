@@ -234,3 +234,19 @@ def test_fdsa_checkpoint_loads_weights_only(tmp_path):
     assert all(math.isfinite(result["test_result"][m]) for m in METRICS)
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)
     assert checkpoint["other_parameter"] == {} and "feature_embed_layer" not in checkpoint["other_parameter"]
+
+
+def test_untrained_validation_is_recorded_and_leaves_training_unchanged(tiny_config_dict, trained):
+    """valid_untrained validates the model after its start from the data, before any step: it
+    is epoch -1 of the curve, and the run trains exactly as the one without it (the same module
+    fixture, 1 epoch): the extra pass draws no random number of the run's streams."""
+    result = run_mixrec("MixRec", "ml-100k", config_dict={**tiny_config_dict, "valid_untrained": True}, saved=False)
+    untrained = result["untrained_valid_result"]
+    _check_metrics(untrained)
+    first = result["learning_curve"][0]
+    assert first["epoch"] == -1 and first["train_loss"] is None
+    assert first["valid_score"] == untrained["mrr@10"]
+    assert [p["epoch"] for p in result["learning_curve"]] == [-1, 0]
+    assert result["learning_curve"][1] == trained["learning_curve"][0]
+    assert result["test_result"] == trained["test_result"]
+    assert trained["untrained_valid_result"] is None
