@@ -153,7 +153,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.special_token_embedding.weight.data.copy_(mean.expand(2, -1))
 
     @torch.no_grad()
-    def prepare_training(self, train_data, n_batches=16, item_batch_size=64):
+    def prepare_training(self, train_data, n_batches=8, item_batch_size=64):
         """Start the item head from the data (``head_init``, ``head_bias_init``); the trainer
         calls this once before the first epoch of a fresh run (not on resume).
 
