@@ -7,7 +7,7 @@ Each lever row is MixRec with the given overrides on top of the defaults and the
 ``--key=value`` entries (the shared budget, e.g. ``--epochs=1``), run through ``run_mixrec``
 one after another (same split, seed and evaluator). The untrained model is validated too
 (``valid_untrained``), so each row says what the start from the data gives and what training
-adds. ``<out>/levers.csv`` gets a row as soon as a lever ends; levers already there are
+adds; ``train_loss`` (the last epoch's mean) is the less noisy signal at small budgets. ``<out>/levers.csv`` gets a row as soon as a lever ends; levers already there are
 skipped, so a cut-off ablation continues where it stopped. Figures from runs that shared the
 machine with other work are not timings.
 """
@@ -34,7 +34,7 @@ LEVERS = {
     "align-32": ("L_align over 32 items per batch", {"align_batch_size": 32}),
     "no-cf": ("no CF injection", {"cf_model": "none", "lambda_cf": 0.0}),
 }
-FIELDS = ("lever", "what", "valid_untrained", "valid_mrr@10", "test_ndcg@10", "test_recall@10",
+FIELDS = ("lever", "what", "train_loss", "valid_untrained", "valid_mrr@10", "test_ndcg@10", "test_recall@10",
           "test_mrr@10", "wall_time_s", "overrides")
 
 
@@ -72,8 +72,11 @@ def run_lever(args, name):
     start = time.time()
     result = run_mixrec(args.model, args.dataset, config_dict=config_dict, saved=False)
     untrained = result.get("untrained_valid_result") or {}
+    losses = [p["train_loss"] for p in result.get("learning_curve", []) if p["train_loss"] is not None]
     return {
         "lever": name, "what": what,
+        # the last epoch's mean loss (all loss terms): less noisy than ~1k validation users
+        "train_loss": round(losses[-1], 4) if losses else None,
         "valid_untrained": untrained.get("mrr@10"),
         "valid_mrr@10": result["best_valid_result"].get("mrr@10"),
         **{f"test_{m}": result["test_result"].get(m) for m in ("ndcg@10", "recall@10", "mrr@10")},

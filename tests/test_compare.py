@@ -274,3 +274,20 @@ def test_table_says_general_models_are_ranked_without_the_users_training_items()
     text = compare.markdown_table(records)
     assert "General models (Pop): RecBole's full ranking leaves each user's training items out" in text
     assert "General models" not in compare.markdown_table(records[1:])
+
+
+def test_levers_ablation_writes_a_row_per_lever_and_skips_finished_ones(tiny_config_dict, tmp_path, capsys):
+    from benchmarks import levers
+
+    entries = [f"--{k}={v}" for k, v in tiny_config_dict.items()]
+    argv = ["--dataset", "ml-100k", "--levers", "all-on", "--out", str(tmp_path), *entries]
+    assert levers.main(argv) == 0
+    with open(tmp_path / "levers.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["lever"] for r in rows] == ["all-on"]
+    assert 0 < float(rows[0]["train_loss"]) < 20
+    assert 0 <= float(rows[0]["valid_untrained"]) <= 1 and 0 <= float(rows[0]["test_ndcg@10"]) <= 1
+    assert levers.main(argv) == 0  # again: nothing re-run
+    assert "all-on: already in" in capsys.readouterr().out
+    with open(tmp_path / "levers.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 1
