@@ -113,6 +113,21 @@ def user_histories(dataset):
     return histories
 
 
+def load_checkpoint(checkpoint, quiet=False):
+    """``(config, model, dataset)`` of a checkpoint, through the plugin's loader."""
+    from recbole_mixrec.quick_start import isolated_argv, load_data_and_model
+
+    with contextlib.ExitStack() as stack:
+        if quiet:  # RecBole's loader logs the config and dataset; pandas warns about RecBole
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore", FutureWarning)
+            logging.disable(logging.INFO)
+            stack.callback(logging.disable, logging.NOTSET)
+        with isolated_argv():
+            config, model, dataset, _, _, _ = load_data_and_model(checkpoint)
+    return config, model, dataset
+
+
 class Recommender:
     """A loaded checkpoint that answers top-k requests.
 
@@ -128,17 +143,18 @@ class Recommender:
     """
 
     def __init__(self, checkpoint, device="cpu", quiet=False):
-        from recbole_mixrec.quick_start import isolated_argv, load_data_and_model
-
-        with contextlib.ExitStack() as stack:
-            if quiet:  # RecBole's loader logs the config and dataset; pandas warns about RecBole
-                stack.enter_context(warnings.catch_warnings())
-                warnings.simplefilter("ignore", FutureWarning)
-                logging.disable(logging.INFO)
-                stack.callback(logging.disable, logging.NOTSET)
-            with isolated_argv():
-                config, model, dataset, _, _, _ = load_data_and_model(checkpoint)
+        self._setup(*load_checkpoint(checkpoint, quiet), device)
         self.checkpoint = checkpoint
+
+    @classmethod
+    def from_loaded(cls, config, model, dataset, device="cpu"):
+        """From what ``load_data_and_model`` returned (``dataset``: the whole dataset)."""
+        recommender = cls.__new__(cls)
+        recommender._setup(config, model, dataset, device)
+        recommender.checkpoint = None
+        return recommender
+
+    def _setup(self, config, model, dataset, device):
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
