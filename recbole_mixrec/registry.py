@@ -76,6 +76,9 @@ def register_all():
     from recbole_mixrec.data.dataset import PluginSequentialDataset
 
     register_model(Hydra, PluginSequentialDataset, BaselineTrainer)
+    from recbole_mixrec.model.seqpop import SeqPop
+
+    register_model(SeqPop, PluginSequentialDataset, BaselineTrainer)
 
 
 def yaml_chain(model):

@@ -31,6 +31,27 @@ class PluginSequentialDataset(SequentialDataset):
         fill_defaults(config, config["model"])
         super().__init__(config)
 
+    def build(self):
+        """RecBole's splits; the training split also carries ``train_pairs``: every training
+        (user, item) interaction (see ``_training_pairs``)."""
+        datasets = super().build()
+        datasets[0].train_pairs = self._training_pairs(datasets[0])
+        return datasets
+
+    def _training_pairs(self, train):
+        """Every training (user, item) interaction, in time order per user: ``([N], [N])``.
+
+        Each augmented training row's target is one; a user's first item only appears as the
+        history of its first row (``item_length == 1``).
+        """
+        inter = train.inter_feat
+        first = inter["item_length"] == 1
+        users = torch.cat([inter[self.uid_field][first], inter[self.uid_field]])
+        items = torch.cat([inter[self.item_id_list_field][first, 0], inter[self.iid_field]])
+        order = torch.cat([torch.full((int(first.sum()),), -1.0), inter[self.time_field].double()])
+        index = np.lexsort((order.numpy(), users.numpy()))
+        return users[index], items[index]
+
 
 class MixRecDataset(PluginSequentialDataset):
     """A :class:`SequentialDataset` whose items carry a tokenised sentence.
@@ -83,7 +104,7 @@ class MixRecDataset(PluginSequentialDataset):
 
     def build(self):
         datasets = super().build()
-        pairs = self._training_pairs(datasets[0])
+        pairs = datasets[0].train_pairs
         datasets[0] = self._training_samples(datasets[0], self.config["train_samples"])
         # CF pre-training and hard-negative mining need every training interaction, also
         # those beyond MAX_ITEM_LIST_LENGTH that the kept samples no longer show
@@ -94,20 +115,6 @@ class MixRecDataset(PluginSequentialDataset):
                 self, pairs, self.config, os.path.join(cache_dir, "hard_negatives", self.dataset_name)
             )
         return datasets
-
-    def _training_pairs(self, train):
-        """Every training (user, item) interaction, in time order per user: ``([N], [N])``.
-
-        Each augmented training row's target is one; a user's first item only appears as the
-        history of its first row (``item_length == 1``).
-        """
-        inter = train.inter_feat
-        first = inter["item_length"] == 1
-        users = torch.cat([inter[self.uid_field][first], inter[self.uid_field]])
-        items = torch.cat([inter[self.item_id_list_field][first, 0], inter[self.iid_field]])
-        order = torch.cat([torch.full((int(first.sum()),), -1.0), inter[self.time_field].double()])
-        index = np.lexsort((order.numpy(), users.numpy()))
-        return users[index], items[index]
 
     def _training_samples(self, train, mode):
         """The training prefixes to keep (``train_samples``, see the class NOTE)."""
