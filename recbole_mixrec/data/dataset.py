@@ -15,7 +15,7 @@ from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.properties import fill_defaults
 
 TRAIN_SAMPLE_MODES = {
-    "windows": "non-overlapping windows of max_seq_items, every transition once",
+    "windows": "non-overlapping windows of max_seq_items",
     "last": "one whole history per user",
     "all": "every prefix",
 }
@@ -136,8 +136,9 @@ class MixRecDataset(PluginSequentialDataset):
         if mode == "windows" and max_windows:  # the most recent windows only
             keep &= from_end < max_windows * stride
         keep = np.flatnonzero(keep)
+        limit = f", each user's last {max_windows}" if mode == "windows" and max_windows else ""
         self.logger.info(
             set_color("training samples", "blue")
-            + f": {len(uids)} prefixes -> {len(keep)} ({TRAIN_SAMPLE_MODES[mode]})"
+            + f": {len(uids)} prefixes -> {len(keep)} ({TRAIN_SAMPLE_MODES[mode]}{limit})"
         )
         return train.copy(train.inter_feat[keep])
