@@ -10,9 +10,23 @@ import os
 
 import yaml
 
+from recbole_mixrec.errors import MixRecError
+
 logger = logging.getLogger(__name__)
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# an installed wheel carries a copy inside the package (setup.py); a source checkout or an
+# editable install reads the repository's top-level properties/
+PROPERTIES_DIR = next(
+    (path for path in (os.path.join(_PACKAGE_DIR, "properties"),
+                       os.path.join(os.path.dirname(_PACKAGE_DIR), "properties"))
+     if os.path.isfile(os.path.join(path, "overall.yaml"))),
+    os.path.join(os.path.dirname(_PACKAGE_DIR), "properties"),
+)
+
+
+class MissingPropertiesError(MixRecError):
+    """A yaml file of the plugin's own defaults is missing: a broken install, not user input."""
 
 
 def _existing(*parts):
@@ -20,11 +34,26 @@ def _existing(*parts):
     return path if os.path.isfile(path) else None
 
 
+def _required(*parts):
+    path = _existing(*parts)
+    if path is None:
+        raise MissingPropertiesError(
+            f"the plugin's default file {os.path.join(PROPERTIES_DIR, *parts)} is missing: "
+            "reinstall recbole_mixrec (pip install .) or run from a full checkout"
+        )
+    return path
+
+
 def overall_file():
-    return _existing("overall.yaml")
+    return _required("overall.yaml")
 
 
 def model_file(model):
+    """The yaml of a plugin model (required); RecBole's own models have none (None)."""
+    from recbole_mixrec.registry import PLUGIN_MODELS
+
+    if model in PLUGIN_MODELS:
+        return _required("model", f"{model}.yaml")
     return _existing("model", f"{model}.yaml")
 
 
