@@ -271,6 +271,9 @@ def test_frozen_cf_is_pretrained_then_never_changes(ml100k_config, splits, batch
     torch.manual_seed(0)
     fresh = _model(ml100k_config, splits, cf_model="MF").cf_model.item_embedding.weight.clone()
     model = _model(ml100k_config, splits, cf_model="MF", cf_trainable=False, cf_pretrain_epochs=2)
+    assert torch.equal(model.cf_model.item_embedding.weight, fresh)  # building it trains nothing
+    assert not any(p.requires_grad for p in model.cf_model.parameters())  # kept out of the optimizer
+    model.prepare_training(splits[0])  # what the trainer runs before a fresh run's first epoch
     frozen = model.cf_model.item_embedding.weight.clone()
     assert not torch.allclose(frozen, fresh)  # pre-trained
     assert not any(p.requires_grad for p in model.cf_model.parameters())

@@ -1,15 +1,15 @@
 """Collaborative-filtering models whose vectors MixRec injects (spec section 3.2).
 
 Both score a (user, item) pair from ``cf_embedding_size``-dimensional embeddings e_u, e_i;
-MixRec projects e_u and e_i to the LLM width. Trained with BPR (``bpr_loss``), jointly with
+MixRec projects e_u and e_i to the LLM width. Trained with BPR (``losses.bpr_loss``), jointly with
 MixRec or beforehand (``cf_trainable: False``: pre-train, then freeze).
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.model.losses import bpr_loss
 
 
 class MFScorer(nn.Module):
@@ -55,11 +55,6 @@ def build_cf_model(name, n_users, n_items, dim):
     return CF_MODELS[name](n_users, n_items, dim)
 
 
-def bpr_loss(cf_model, users, positives, negatives):
-    """L_cf (spec 3.2): -log sigmoid(s(u, i+) - s(u, i-)), mean over the triples."""
-    return -F.logsigmoid(cf_model.score(users, positives) - cf_model.score(users, negatives)).mean()
-
-
 def pretrain_cf(cf_model, users, items, n_items, epochs, batch_size=1024, lr=1e-2, seed=0):
     """Fit ``cf_model`` with BPR on the given pairs (uniform negatives); returns the last loss."""
     generator = torch.Generator().manual_seed(seed)
@@ -68,9 +63,10 @@ def pretrain_cf(cf_model, users, items, n_items, epochs, batch_size=1024, lr=1e-
     for _ in range(epochs):
         order = torch.randperm(len(users), generator=generator)
         for start in range(0, len(users), batch_size):
-            batch = order[start : start + batch_size]
-            negatives = torch.randint(1, n_items, (len(batch),), generator=generator)
-            loss = bpr_loss(cf_model, users[batch], items[batch], negatives)
+            # drawn on the CPU (a seeded generator of its own), used where the pairs live
+            batch = order[start : start + batch_size].to(users.device)
+            negatives = torch.randint(1, n_items, (len(batch),), generator=generator).to(users.device)
+            loss = bpr_loss(cf_model.score(users[batch], items[batch]), cf_model.score(users[batch], negatives))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -43,3 +43,13 @@ def info_nce(anchors, positives, negatives, negative_mask, temperature):
     neg = neg.masked_fill(~negative_mask, float("-inf"))
     logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
     return -(pos - logits.logsumexp(dim=1)).mean()
+
+
+def bpr_loss(positive_scores, negative_scores):
+    """L_cf (spec 3.2): BPR, -log sigmoid(s(u, i+) - s(u, i-)), mean over the triples.
+
+    Args:
+        positive_scores (FloatTensor): ``[N]`` CF scores of (user, interacted item).
+        negative_scores (FloatTensor): ``[N]`` CF scores of (user, sampled item).
+    """
+    return -F.logsigmoid(positive_scores - negative_scores).mean()

@@ -23,12 +23,12 @@ from recbole_mixrec.backbone import load_backbone, sequence_prefix_ids
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.attention import ExpertMasks
-from recbole_mixrec.model.cf import bpr_loss, build_cf_model, pretrain_cf
+from recbole_mixrec.model.cf import build_cf_model, pretrain_cf
 from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
 from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
 from recbole_mixrec.model.item_head import ItemHead
-from recbole_mixrec.model.losses import alignment_loss, info_nce, next_item_loss
+from recbole_mixrec.model.losses import alignment_loss, bpr_loss, info_nce, next_item_loss
 
 
 class MixRec(FrozenBackboneMixin, SequentialRecommender):
@@ -118,8 +118,10 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             self.cf_user_projection = nn.Linear(self.cf_embedding_size, self.hidden_size)
             self.cf_item_projection = nn.Linear(self.cf_embedding_size, self.hidden_size)
         self._init_new_weights()
+        self.cf_pretrain_epochs = config["cf_pretrain_epochs"]
         if self.cf_model is not None and not self.cf_trainable:
-            self._pretrain_and_freeze_cf(dataset, config["cf_pretrain_epochs"])
+            # pre-trained in prepare_training; frozen from the start, so the optimizer skips it
+            self.cf_model.requires_grad_(False)
 
         item_tokens = dataset.item_tokens
         self.register_buffer("item_token_ids", item_tokens.token_ids, persistent=False)
@@ -152,10 +154,24 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         mean = self.llm.get_input_embeddings().weight.mean(0)
         self.special_token_embedding.weight.data.copy_(mean.expand(2, -1))
 
+    def prepare_training(self, train_data):
+        """What a fresh run does once before its first epoch (the trainer calls it; not on
+        resume, whose checkpoint holds the result): pre-train the frozen CF model
+        (``cf_trainable: False``), then start the item head from the data."""
+        if self.cf_model is not None and not self.cf_trainable:
+            self._pretrain_cf(self.cf_pretrain_epochs)
+        self._init_head_from_data(train_data)
+
+    def _pretrain_cf(self, epochs):
+        """``cf_trainable: False``: fit the CF model with BPR on all training pairs; it stays frozen."""
+        self.cf_model.requires_grad_(True)
+        loss = pretrain_cf(self.cf_model, self.train_pair_users, self.train_pair_items, self.n_items, epochs)
+        self.cf_model.requires_grad_(False)
+        self.logger.info(f"CF model pre-trained for {epochs} epochs (BPR {loss:.4f}), frozen")
+
     @torch.no_grad()
-    def prepare_training(self, train_data, n_batches=8, item_batch_size=64):
-        """Start the item head from the data (``head_init``, ``head_bias_init``); the trainer
-        calls this once before the first epoch of a fresh run (not on resume).
+    def _init_head_from_data(self, train_data, n_batches=8, item_batch_size=64):
+        """Start the item head from the data (``head_init``, ``head_bias_init``).
 
         One frozen pass encodes every item's ``[ALIGN]`` state and the ``[SEQ]`` states of the
         first ``n_batches`` training batches (the standardiser's statistics).
@@ -186,13 +202,6 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             f"item head initialised: W_item from {self.head_init}, b_item from {self.head_bias_init}, "
             f"input {self.head_input} ({sum(len(s) for s in seq)} [SEQ] states, {len(items)} items)"
         )
-
-    def _pretrain_and_freeze_cf(self, dataset, epochs):
-        """``cf_trainable: False``: fit the CF model with BPR first, then freeze it."""
-        users, items = dataset.train_pairs
-        loss = pretrain_cf(self.cf_model, users, items, self.n_items, epochs)
-        self.logger.info(f"CF model pre-trained for {epochs} epochs (BPR {loss:.4f}), now frozen")
-        self.cf_model.requires_grad_(False)
 
     # ----- the LLM over item sentences ----------------------------------------------------
     def _embed(self, input_ids):
@@ -309,9 +318,10 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         not only the targets of this batch; uniform negatives."""
         device = self.train_pair_items.device
         pick = torch.randint(0, self.train_pair_items.numel(), (self.cf_batch_size,), device=device)
+        users = self.train_pair_users[pick]
         negatives = torch.randint(1, self.n_items, (self.cf_batch_size,), device=device)
         return bpr_loss(
-            self.cf_model, self.train_pair_users[pick], self.train_pair_items[pick], negatives
+            self.cf_model.score(users, self.train_pair_items[pick]), self.cf_model.score(users, negatives)
         )
 
     def _sample_contrastive(self, hidden, labels):
