@@ -1,6 +1,5 @@
 """SeqPop: popularity under the sequential protocol, checked against a ranking by hand."""
 
-
 import torch
 from recbole.data import data_preparation
 
