@@ -26,10 +26,19 @@ def test_architecture_round_trip_and_damoe_layer_count():
     assert architecture_to_z("spsssp") == [0, 1, 0, 0, 0, 1]
     z = torch.tensor([1.0, 1, 0])
     assert architecture_to_z(z_to_architecture(z)) == [1, 1, 0]
-    with pytest.raises(ValueError):
+    # the model's own parser and layer rule (damoe.py): the same errors and counts
+    from recbole_mixrec.errors import MixRecError
+    from recbole_mixrec.model.damoe import damoe_layer_indices, parse_architecture
+
+    with pytest.raises(MixRecError, match="only the characters"):
         architecture_to_z("spx")
-    with pytest.raises(ValueError):
+    with pytest.raises(MixRecError, match="3 per DAMoE layer"):
         z_to_architecture([0, 1])
+    with pytest.raises(MixRecError, match="replace_freq=0"):
+        num_damoe_layers(6, 0)
+    assert [list(t) for t in parse_architecture("spsssp", 2)] == [[False, True, False], [False, False, True]]
+    for n_layers, freq in ((6, 2), (5, 2), (30, 7)):
+        assert num_damoe_layers(n_layers, freq) == len(damoe_layer_indices(n_layers, freq))
     assert num_damoe_layers(2, 1) == 2
     assert num_damoe_layers(6, 2) == 3  # layers 1, 3, 5 (0-based)
     assert num_damoe_layers(5, 2) == 2

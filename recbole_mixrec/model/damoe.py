@@ -41,6 +41,32 @@ class DAMoEInputs:
     cf_in_causal: bool = False  # the causal expert also sees the CF vectors (not the paper's mask)
 
 
+def _choice_flags(architecture):
+    """A string in {s, p} or a sequence of 0/1 -> list of bools (True = parallel)."""
+    if isinstance(architecture, str):
+        text = architecture.strip().lower()
+        if set(text) - {"s", "p"}:
+            raise MixRecError(f"architecture '{architecture}': use only the characters 's' and 'p'")
+        return [c == "p" for c in text]
+    values = architecture.tolist() if hasattr(architecture, "tolist") else list(architecture)
+    if any(float(v) not in (0.0, 1.0) for v in values):
+        raise MixRecError(f"architecture {values}: a list must hold only 0 and 1")
+    return [bool(round(float(v))) for v in values]
+
+
+def architecture_flags(architecture):
+    """``architecture`` -> list of bools (True = parallel), ``ARCHITECTURE_CHOICES`` per DAMoE
+    layer, whatever the number of layers. The one parser of the key: the model
+    (``parse_architecture``) and the search space (``search/space.py``) both use it."""
+    flags = _choice_flags(architecture)
+    if len(flags) % ARCHITECTURE_CHOICES:
+        raise MixRecError(
+            f"architecture has {len(flags)} choices: {ARCHITECTURE_CHOICES} per DAMoE layer "
+            "(F_causal, F_context, rec adapter)"
+        )
+    return flags
+
+
 def parse_architecture(architecture, n_layers):
     """``architecture`` -> list of ``n_layers`` triples of bools (True = parallel).
 
@@ -48,17 +74,8 @@ def parse_architecture(architecture, n_layers):
     (all serial).
     """
     expected = ARCHITECTURE_CHOICES * n_layers
-    if architecture is None or architecture == "":
-        flags = [False] * expected
-    elif isinstance(architecture, str):
-        text = architecture.strip().lower()
-        if set(text) - {"s", "p"}:
-            raise MixRecError(f"architecture '{architecture}': use only the characters 's' and 'p'")
-        flags = [c == "p" for c in text]
-    else:
-        if any(int(v) not in (0, 1) for v in architecture):
-            raise MixRecError(f"architecture {architecture}: a list must hold only 0 and 1")
-        flags = [bool(int(v)) for v in architecture]
+    empty = architecture is None or (isinstance(architecture, str) and not architecture.strip())
+    flags = [False] * expected if empty else _choice_flags(architecture)
     if len(flags) != expected:
         raise MixRecError(
             f"architecture has {len(flags)} choices but the model has {n_layers} DAMoE layers "

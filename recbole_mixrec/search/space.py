@@ -7,12 +7,11 @@ context expert ``F_context`` and the recommendation adapter around the feed-forw
 ``3 L_d`` characters in ``{s, p}`` (``"spsssp"`` for two layers).
 """
 
-import torch
+from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.model.damoe import ARCHITECTURE_CHOICES, architecture_flags, damoe_layer_indices
 
-CHOICES_PER_LAYER = 3
+CHOICES_PER_LAYER = ARCHITECTURE_CHOICES
 CHOICE_NAMES = ("F_causal", "F_context", "rec_adapter")
-_CHAR = {0: "s", 1: "p"}
-_BIT = {"s": 0, "p": 1}
 
 # decoder layers of the backbones the plugin knows by name (others: read from their config.json)
 KNOWN_BACKBONE_LAYERS = {"tiny-random": 2, "smollm2-135m": 30}
@@ -20,29 +19,18 @@ KNOWN_BACKBONE_LAYERS = {"tiny-random": 2, "smollm2-135m": 30}
 
 def z_to_architecture(z):
     """``z`` (a sequence or 1-d tensor of 0/1, length ``3 L_d``) -> ``"sp..."`` string."""
-    bits = [int(round(float(v))) for v in (z.tolist() if torch.is_tensor(z) else z)]
-    if len(bits) % CHOICES_PER_LAYER or any(b not in (0, 1) for b in bits):
-        raise ValueError(f"z must be 0/1 of a length divisible by 3, got {bits}")
-    return "".join(_CHAR[b] for b in bits)
+    return "".join("p" if flag else "s" for flag in architecture_flags(z))
 
 
 def architecture_to_z(architecture):
     """``"sp..."`` string -> list of ints (0 serial, 1 parallel)."""
-    text = str(architecture).strip().lower()
-    if len(text) % CHOICES_PER_LAYER or set(text) - set(_BIT):
-        raise ValueError(
-            f"architecture must be {CHOICES_PER_LAYER} characters in {{s, p}} per DAMoE layer, got '{architecture}'"
-        )
-    return [_BIT[c] for c in text]
+    return [int(flag) for flag in architecture_flags(architecture)]
 
 
 def num_damoe_layers(n_layers, replace_freq=1):
-    """DAMoE layers among ``n_layers`` when every ``replace_freq``-th layer is replaced:
-    0-based layer ``k`` is a DAMoE layer iff ``(k + 1) % replace_freq == 0``."""
-    n_layers, replace_freq = int(n_layers), int(replace_freq or 1)
-    if n_layers < 0 or replace_freq < 1:
-        raise ValueError(f"need n_layers >= 0 and replace_freq >= 1, got {n_layers}, {replace_freq}")
-    return sum(1 for k in range(n_layers) if (k + 1) % replace_freq == 0)
+    """DAMoE layers among ``n_layers`` when every ``replace_freq``-th layer is replaced (the
+    model's own rule, ``damoe.damoe_layer_indices``)."""
+    return len(damoe_layer_indices(int(n_layers), 1 if replace_freq is None else int(replace_freq)))
 
 
 def backbone_num_layers(backbone):
@@ -55,7 +43,7 @@ def backbone_num_layers(backbone):
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if getattr(config, key, None):
             return int(getattr(config, key))
-    raise ValueError(f"cannot tell how many decoder layers backbone '{backbone}' has")
+    raise MixRecError(f"cannot tell how many decoder layers backbone '{backbone}' has")
 
 
 def search_dimension(config):
