@@ -79,8 +79,8 @@ def test_rebuilds_the_sequences(tmp_path, caplog):
     (lambda f: _drop_line(f, "test", 3), "test.inter: 1 users have no row"),
     (lambda f: _drop_line(f, "train", 2), "valid.inter: user 1's history is not the preceding items"),
     (lambda f: _replace(f, "train", 3, lambda v: ["19"] + v[1:], column=1), "train.inter: user 1: 3 rows are not on one"),
-    (lambda f: _replace(f, "valid", 1, lambda v: v[:-1] + ["19"] if len(v) > 1 else v, column=1),
-     "valid.inter: user 0's history is not the preceding items"),
+    (lambda f: _replace(f, "valid", 2, lambda v: v[:-1] + [str((int(v[-1]) + 1) % 20)], column=1),
+     "valid.inter: user 1's history is not the preceding items"),
     (lambda f: _write(f, "valid", "user_id:token\titem_id:token\n"), "valid.inter line 1: header lacks ['item_id_list']"),
     (lambda f: _write(f, "text", "item_id:token\ttext:token_seq\nzzz\tnothing\n"), "Tiny.text: no key matches"),
 ])
