@@ -10,7 +10,8 @@ These splits are leave-one-out: a user's training rows are every prefix of the t
 the sequence, the valid row is (training part, second-last item), the test row (all but the
 last item, last item). The sequence is rebuilt here with ``timestamp`` = position, so RecBole's
 own ``LS: valid_and_test`` split under ``TO`` order reproduces every published row (targets
-exactly; histories too when ``MAX_ITEM_LIST_LENGTH`` is at least N). A file that is not such a
+exactly; histories too when ``MAX_ITEM_LIST_LENGTH`` is at least N), except that RecBole validates
+no user with fewer than 4 interactions (warned about; 5-core data has none). A file that is not such a
 split (a row off the rebuilt sequence, a user missing from valid or test) is an error, never
 silently re-split.
 """
@@ -128,6 +129,8 @@ def rebuild_sequences(train, valid, test):
             left = sum(len(v) for v in rows.values())
             if left:
                 raise DatasetToolError(f"train.inter: user {user}: {left} rows are not on one item sequence")
+        elif len(valid_history) > 1:  # its training part has a second item: that is a row
+            raise DatasetToolError(f"train.inter: user {user} has no row but a valid history of {len(valid_history)} items")
         else:
             sequence = list(valid_history)
         if not sequence:
@@ -174,6 +177,10 @@ def read(directory, prefix=None):
     unused = len(set(texts) - {index_to_id[t] for t in tokens})
     if unused:
         log.info("ignored %d text records of items not in the split", unused)
+    short = sum(len(seq) < 4 for seq in sequences.values())
+    if short:  # RecBole's leave-one-out needs 3 prefixes to hold one out for validation
+        log.warning("%d users have 3 interactions: RecBole's leave-one-out trains on their valid row "
+                    "instead of validating on it (their test row is kept)", short)
     log.info("rebuilt %d users' sequences: %d interactions, %d items, histories up to %d items",
              len(sequences), len(inter), len(tokens), cap)
     return inter, items, cap

@@ -12,12 +12,12 @@ from dataset_tools.cli import main
 PREFIX = "Tiny"
 
 
-def make_sequences(n_users=30, n_items=20, seed=0):
-    """Chronological item-index lists; lengths 3..14, one repeated item, one 3-item user."""
+def make_sequences(n_users=30, n_items=20, seed=0, shortest=4):
+    """Chronological item-index lists; lengths 4..14 (user 0: ``shortest``), one repeated item."""
     rng = random.Random(seed)
     sequences = {}
     for user in range(n_users):
-        length = 3 if user == 0 else rng.randint(3, 14)
+        length = shortest if user == 0 else rng.randint(4, 14)
         sequences[str(user)] = [str(rng.randrange(n_items)) for _ in range(length)]
     sequences["1"][4:6] = ["7", "7"]
     return sequences
@@ -55,7 +55,7 @@ def published_rows(folder):
 
 
 def test_rebuilds_the_sequences(tmp_path, caplog):
-    sequences = make_sequences()
+    sequences = make_sequences(shortest=3)  # user 0: no training row
     folder = write_published(str(tmp_path / "pub"), sequences, drop_text=(3,))
     caplog.set_level("INFO", logger="dataset_tools")
     assert main(["unisrec", "--input", folder, "--name", "tiny-pub", "--out", str(tmp_path / "out")]) == 0
@@ -73,12 +73,14 @@ def test_rebuilds_the_sequences(tmp_path, caplog):
     assert "MAX_ITEM_LIST_LENGTH: 5 " in (out / "tiny-pub.yaml").read_text()
     assert "ignored 3 text records of items not in the split" in caplog.text
     assert "1 interacted items have no text record" in caplog.text
+    assert "1 users have 3 interactions" in caplog.text
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda f: _drop_line(f, "test", 3), "test.inter: 1 users have no row"),
-    (lambda f: _drop_line(f, "train", 2), "valid.inter: user 1's history is not the preceding items"),
-    (lambda f: _replace(f, "train", 3, lambda v: ["19"] + v[1:], column=1), "train.inter: user 1: 3 rows are not on one"),
+    (lambda f: _drop_line(f, "train", 2), "train.inter: user 0 has no row but a valid history of 2 items"),
+    (lambda f: _drop_line(f, "train", 3), "valid.inter: user 1's history is not the preceding items"),
+    (lambda f: _replace(f, "train", 4, lambda v: ["19"] + v[1:], column=1), "train.inter: user 1: 3 rows are not on one"),
     (lambda f: _replace(f, "valid", 2, lambda v: v[:-1] + [str((int(v[-1]) + 1) % 20)], column=1),
      "valid.inter: user 1's history is not the preceding items"),
     (lambda f: _write(f, "valid", "user_id:token\titem_id:token\n"), "valid.inter line 1: header lacks ['item_id_list']"),
