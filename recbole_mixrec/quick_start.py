@@ -99,6 +99,17 @@ def check_dataset_files(config):
     """Clear errors for a missing dataset, a malformed header or an unknown ``load_col`` field."""
     dataset, data_path = config["dataset"], config["data_path"]
     inter_file = os.path.join(data_path, f"{dataset}.inter")
+    presplit = os.path.isfile(os.path.join(data_path, f"{dataset}.train.inter"))
+    if config["benchmark_filename"] or (presplit and not os.path.isfile(inter_file)):
+        # RecBole's benchmark_filename path loads such files for its own models only: no item
+        # text for MixRec, no timestamps for the plugin's datasets, MAX_ITEM_LIST_LENGTH unused
+        out = os.path.dirname(os.path.normpath(data_path))
+        raise MixRecError(
+            f"pre-split files ({dataset}.train/valid/test.inter, benchmark_filename) are not read directly; "
+            f"convert them once with: python -m dataset_tools unisrec --input {data_path} --name {dataset}-loo "
+            f"--out {out}, then run --dataset={dataset}-loo without benchmark_filename (RecBole's leave-one-out "
+            "split of the converted data is the published split)"
+        )
     if not os.path.isfile(inter_file):
         from dataset_tools import KNOWN_DATASETS, build_hints
 

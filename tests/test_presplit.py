@@ -165,3 +165,14 @@ def test_runs_on_the_published_split(converted, tiny_config_dict, model):
     data_path, _ = converted
     result = run_mixrec(model, "tiny-pub", config_dict=dict(tiny_config_dict, data_path=data_path, epochs=2))
     assert set(result["test_result"]) == {"mrr@10", "recall@10", "ndcg@10"}
+
+
+def test_benchmark_filename_points_to_the_converter(tmp_path, tiny_config_dict):
+    from recbole_mixrec.errors import MixRecError
+    from recbole_mixrec.quick_start import build_config, load_dataset
+
+    write_published(str(tmp_path / PREFIX), make_sequences())
+    for extra in ({}, {"benchmark_filename": ["train", "valid", "test"]}):
+        config = build_config("SASRec", PREFIX, config_dict=dict(tiny_config_dict, data_path=str(tmp_path), **extra))
+        with pytest.raises(MixRecError, match="python -m dataset_tools unisrec --input .* --name Tiny-loo"):
+            load_dataset(config)
