@@ -1,10 +1,10 @@
-"""Command line: ``python -m dataset_tools {amazon2018,lcrec,csv,stats} ...``."""
+"""Command line: ``python -m dataset_tools {amazon2018,lcrec,csv,unisrec,stats} ...``."""
 import argparse
 import logging
 import os
 import sys
 
-from . import amazon2018, atomic, csv_source, filters, lcrec
+from . import amazon2018, atomic, csv_source, filters, lcrec, unisrec
 from .errors import DatasetToolError
 
 log = logging.getLogger("dataset_tools")
@@ -54,6 +54,14 @@ def build_parser():
     _add_output(p, "also write the description column (if items has one)")
     _add_filters(p, min_item=0, min_user=0, drop_untitled=False, dedup=False)
 
+    p = sub.add_parser("unisrec", help="published pre-split <P>.train/valid/test.inter + <P>.text (UniSRec, VQ-Rec, "
+                       "MISSRec) -> atomic files whose leave-one-out split is the published one")
+    p.add_argument("--input", required=True, help="directory holding <P>.train.inter, .valid.inter, .test.inter, "
+                   ".text and .item2index")
+    p.add_argument("--prefix", help="<P> (default: the single *.train.inter in --input)")
+    p.add_argument("--name", required=True, help="dataset name, e.g. unisrec-scientific")
+    p.add_argument("--out", default="dataset", help="output root; files go to OUT/NAME/NAME.inter|.item|.yaml (default: dataset)")
+
     p = sub.add_parser("stats", help="print #users #items #inter avg_items_per_user of an atomic dataset")
     p.add_argument("dataset", help="dataset directory, or a name looked up under --data-path")
     p.add_argument("--data-path", default="dataset", help="RecBole data_path (default: dataset)")
@@ -63,6 +71,14 @@ def build_parser():
 def _convert(args):
     """Run a converter subcommand; return the filtered interactions."""
     text_columns = ["title", "brand", "categories"]
+    if args.command == "unisrec":
+        # no filters: the published split is kept as it is
+        inter, items, cap = unisrec.read(args.input, args.prefix)
+        directory = atomic.write_atomic(inter, items, args.out, args.name, ["text"])
+        with open(os.path.join(directory, f"{args.name}.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(unisrec.dataset_yaml(args.name, cap))
+        log.info("wrote %s/%s.yaml (read by run_recbole_mixrec.py --dataset=%s)", directory, args.name, args.name)
+        return inter
     if args.command == "amazon2018":
         inter, items = amazon2018.convert(
             args.meta, args.reviews, args.ratings, tuple(c.strip() for c in args.ratings_columns.split(",")),

@@ -13,7 +13,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import ModelType, get_model, get_trainer, init_logger, init_seed, set_color
 
 from recbole_mixrec.errors import MixRecError
-from recbole_mixrec.properties import config_files, overall_file, read_yaml
+from recbole_mixrec.properties import config_files, dataset_file, overall_file, read_yaml
 from recbole_mixrec.registry import BASELINE_MODELS, PLUGIN_MODELS
 from recbole_mixrec.trainer import with_plugin_checkpoints
 
@@ -53,10 +53,23 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     files = config_files(model, dataset, config_file_list)
     with isolated_argv():
         config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict or {}))
+        own = dataset_settings_file(config)
+        if own and own not in files:
+            # the dataset's own settings rank with the plugin's dataset yaml: after it, before
+            # the model files and the user's
+            files.insert(1 + (dataset_file(dataset) is not None), own)
+            config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict or {}))
     named = set(config_dict or {}).union(*(read_yaml(f) for f in files if f != overall_file()))
     if model not in PLUGIN_MODELS and "train_neg_sample_args" not in named:
         set_default_negative_sampling(config)
     return config
+
+
+def dataset_settings_file(config):
+    """``<data_path>/<dataset>.yaml`` when the dataset folder has one (``dataset_tools unisrec``
+    writes it: fields, item text, split and history length of a converted published split)."""
+    path = os.path.join(config["data_path"], f"{config['dataset']}.yaml")
+    return path if os.path.isfile(path) else None
 
 
 def set_default_negative_sampling(config):
@@ -86,6 +99,17 @@ def check_dataset_files(config):
     """Clear errors for a missing dataset, a malformed header or an unknown ``load_col`` field."""
     dataset, data_path = config["dataset"], config["data_path"]
     inter_file = os.path.join(data_path, f"{dataset}.inter")
+    presplit = os.path.isfile(os.path.join(data_path, f"{dataset}.train.inter"))
+    if config["benchmark_filename"] or (presplit and not os.path.isfile(inter_file)):
+        # RecBole's benchmark_filename path loads such files for its own models only: no item
+        # text for MixRec, no timestamps for the plugin's datasets, MAX_ITEM_LIST_LENGTH unused
+        out = os.path.dirname(os.path.normpath(data_path))
+        raise MixRecError(
+            f"pre-split files ({dataset}.train/valid/test.inter, benchmark_filename) are not read directly; "
+            f"convert them once with: python -m dataset_tools unisrec --input {data_path} --name {dataset}-loo "
+            f"--out {out}, then run --dataset={dataset}-loo without benchmark_filename (RecBole's leave-one-out "
+            "split of the converted data is the published split)"
+        )
     if not os.path.isfile(inter_file):
         from dataset_tools import KNOWN_DATASETS, build_hints
 
