@@ -130,13 +130,16 @@ class MixRecDataset(PluginSequentialDataset):
         row_count = np.diff(np.r_[first_row, len(uids)])
         from_end = np.empty(len(uids), dtype=np.int64)
         from_end[by_user] = np.repeat(first_row + row_count - 1, row_count) - np.arange(len(uids))
-        stride = self.config["max_seq_items"] if mode == "windows" else len(uids) + 1
-        keep = from_end % stride == 0  # the last prefix, then every stride-th
-        max_windows = self.config["train_max_windows"]
-        if mode == "windows" and max_windows:  # the most recent windows only
-            keep &= from_end < max_windows * stride
+        max_windows = self.config["train_max_windows"] if mode == "windows" else None
+        if mode == "last":
+            keep = from_end == 0
+        else:  # the last prefix, then every max_seq_items-th one before it
+            stride = self.config["max_seq_items"]
+            keep = from_end % stride == 0
+            if max_windows:  # the most recent windows only
+                keep &= from_end < max_windows * stride
         keep = np.flatnonzero(keep)
-        limit = f", each user's last {max_windows}" if mode == "windows" and max_windows else ""
+        limit = f", each user's last {max_windows}" if max_windows else ""
         self.logger.info(
             set_color("training samples", "blue")
             + f": {len(uids)} prefixes -> {len(keep)} ({TRAIN_SAMPLE_MODES[mode]}{limit})"

@@ -110,7 +110,8 @@ class ItemHead(nn.Linear):
 
         Args:
             seq_states (Tensor | None): ``[N, d]`` ``[SEQ]`` states of training histories.
-            align_states (Tensor): ``[n_items, d]`` ``[ALIGN]`` state of every item (row 0 padding).
+            align_states (Tensor | None): ``[n_items, d]`` ``[ALIGN]`` state of every item (row 0
+                padding); needed for ``text`` and for a standardised input.
             item_counts (Tensor): ``[n_items]`` training interactions per item.
             scale (float): length of each W_item row when ``text``.
         Call it in eval mode (the statistics are set here, not updated).

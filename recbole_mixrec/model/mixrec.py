@@ -173,34 +173,38 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
     def _init_head_from_data(self, train_data, n_batches=8, item_batch_size=64):
         """Start the item head from the data (``head_init``, ``head_bias_init``).
 
-        One frozen pass encodes every item's ``[ALIGN]`` state and the ``[SEQ]`` states of the
-        first ``n_batches`` training batches (the standardiser's statistics).
+        Frozen passes encode what the head needs: every item's ``[ALIGN]`` state (text rows of
+        W_item, and the standardiser's ``[ALIGN]`` statistics) and the ``[SEQ]`` states of the
+        first ``n_batches`` training batches (its ``[SEQ]`` statistics). A raw head started at
+        random needs neither pass.
         """
+        standardize, text = self.head_input == "standardize", self.head_init == "text"
         was_training = self.training
         self.eval()
         device = self.item_token_ids.device
-        items = torch.arange(1, self.n_items, device=device)
-        align = torch.cat([
-            self.item_representation(chunk) for chunk in items.split(item_batch_size)
-        ])
-        align = torch.cat([align.new_zeros(1, align.size(1)), align])
-        seq = []
-        for index, batch in enumerate(train_data):
-            if index >= n_batches:
-                break
-            batch = batch.to(device)
-            hidden, _, count = self.forward(batch[self.ITEM_SEQ], batch[self.ITEM_SEQ_LEN], batch[self.USER_ID])
-            valid = torch.arange(hidden.size(1), device=device) < count.unsqueeze(1)
-            seq.append(hidden[valid])
+        align = seq = None
+        if standardize or text:
+            items = torch.arange(1, self.n_items, device=device)
+            align = torch.cat([self.item_representation(chunk) for chunk in items.split(item_batch_size)])
+            align = torch.cat([align.new_zeros(1, align.size(1)), align])
+        if standardize:
+            states = []
+            for index, batch in enumerate(train_data):
+                if index >= n_batches:
+                    break
+                batch = batch.to(device)
+                hidden, _, count = self.forward(batch[self.ITEM_SEQ], batch[self.ITEM_SEQ_LEN], batch[self.USER_ID])
+                states.append(hidden[torch.arange(hidden.size(1), device=device) < count.unsqueeze(1)])
+            seq = torch.cat(states) if states else None
         counts = torch.bincount(self.train_pair_items, minlength=self.n_items)
         self.item_projection.init_from_data(
-            torch.cat(seq) if seq else None, align, counts, self.head_init_scale,
-            text=self.head_init == "text", popularity=self.head_bias_init == "popularity",
+            seq, align, counts, self.head_init_scale, text=text, popularity=self.head_bias_init == "popularity",
         )
         self.train(was_training)
         self.logger.info(
             f"item head initialised: W_item from {self.head_init}, b_item from {self.head_bias_init}, "
-            f"input {self.head_input} ({sum(len(s) for s in seq)} [SEQ] states, {len(items)} items)"
+            f"input {self.head_input} ({0 if seq is None else len(seq)} [SEQ] states, "
+            f"{0 if align is None else self.n_items - 1} [ALIGN] states)"
         )
 
     # ----- the LLM over item sentences ----------------------------------------------------
