@@ -143,9 +143,9 @@ def run_one(model, dataset, run_dir, config_files, config_dict):
               "resumed_from": os.path.basename(resume_file) if resume_file else ""}
     start = time.perf_counter()
     try:
-        config = build_config(model, dataset, config_files, config_dict)
+        config = build_config(model, dataset, config_files, config_dict, strict=True)
         dump_config(config, os.path.join(run_dir, "configs", f"{model}.yaml"))
-        result = run_mixrec(model, dataset, config_files, config_dict, resume_file=resume_file)
+        result = run_mixrec(model, dataset, config_files, config_dict, resume_file=resume_file, strict=True)
     except Exception as err:  # a failing model must not stop the others
         traceback.print_exc()
         record["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -362,11 +362,13 @@ def write_outputs(run_dir, records, dataset):
 
 def prepare(args):
     """Check models and dataset before any training; return (run_dir, first model's config)."""
-    from recbole_mixrec.quick_start import build_config, check_dataset_files, check_model
+    from recbole_mixrec.quick_start import build_config, check_dataset_files, check_model, require_writable_folder
 
     for model in args.models:
         check_model(model)
-    config = build_config(args.models[0], args.dataset, args.config_files, args.config_dict)
+    # every model's settings checked before the first one trains
+    config = [build_config(model, args.dataset, args.config_files, args.config_dict, strict=True)
+              for model in args.models][0]
     check_dataset_files(config)
     if args.resume:
         if not os.path.isdir(args.resume):
@@ -383,7 +385,7 @@ def prepare(args):
         if previous.get("config_dict") != args.config_dict or previous.get("config_files") != args.config_files:
             print(f"warning: {run_dir} was started with other settings: {previous}", file=sys.stderr)
     else:
-        os.makedirs(run_dir, exist_ok=True)
+        require_writable_folder(run_dir, "--out" if not args.resume else "--resume")
         with open(run_file, "w", encoding="utf-8") as handle:
             json.dump({"dataset": args.dataset, "models": args.models, "config_files": args.config_files,
                        "config_dict": args.config_dict}, handle, indent=1)

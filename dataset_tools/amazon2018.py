@@ -45,13 +45,22 @@ def read_reviews(path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(REVIEW_KEYS.values()))
 
 
+def check_ratings_columns(columns):
+    """``columns`` must name each of item, user, rating, timestamp once; say which one is off."""
+    expected = ",".join(RATINGS_COLUMNS)
+    unknown = [c for c in columns if c not in RATINGS_COLUMNS]
+    if unknown:
+        raise DatasetToolError(f"--ratings-columns: unknown column {unknown[0]!r} (expected an order of {expected})")
+    if sorted(columns) != sorted(RATINGS_COLUMNS):
+        raise DatasetToolError(f"--ratings-columns must order {expected}, got {','.join(columns)}")
+
+
 def read_ratings(path, columns=RATINGS_COLUMNS) -> pd.DataFrame:
     """Read a header-less ratings CSV whose columns are named by ``columns``.
 
     ``columns`` must be a permutation of item, user, rating, timestamp.
     """
-    if sorted(columns) != sorted(RATINGS_COLUMNS):
-        raise DatasetToolError(f"--ratings-columns must order {','.join(RATINGS_COLUMNS)}, got {','.join(columns)}")
+    check_ratings_columns(columns)
     name, rows = os.path.basename(path), []
     for number, line in iter_lines(path, "ratings"):
         fields = next(csv.reader([line]))
@@ -103,6 +112,8 @@ def convert(meta, reviews=None, ratings=None, ratings_columns=RATINGS_COLUMNS, d
     if (reviews is None) == (ratings is None):
         raise DatasetToolError("give exactly one of a reviews file or a ratings CSV")
     inter = read_reviews(reviews) if reviews else read_ratings(ratings, ratings_columns)
+    if inter.empty:
+        raise DatasetToolError(f"{os.path.basename(reviews or ratings)}: no interactions")
     log.info("read %d interactions, %d users, %d items", len(inter), inter.user_id.nunique(), inter.item_id.nunique())
     items = read_meta(meta, set(inter.item_id))
     without_meta = inter.item_id.nunique() - len(items)

@@ -68,16 +68,29 @@ def build_parser():
     return parser
 
 
+def _check_args(args):
+    """Reject bad arguments before any (possibly long) reading."""
+    for flag in ("min_item_inter", "min_user_inter", "kcore"):
+        value = getattr(args, flag, 0)
+        if value < 0:
+            raise DatasetToolError(f"--{flag.replace('_', '-')} {value}: must be 0 (step off) or more")
+    if getattr(args, "input", None) is not None and not os.path.isdir(args.input):
+        raise DatasetToolError(f"--input {args.input}: no such directory")
+    if getattr(args, "ratings", None):
+        amazon2018.check_ratings_columns(tuple(c.strip() for c in args.ratings_columns.split(",")))
+    atomic.check_output(args.out, args.name)
+
+
 def _convert(args):
     """Run a converter subcommand; return the filtered interactions."""
+    _check_args(args)
     text_columns = ["title", "brand", "categories"]
     if args.command == "unisrec":
         # no filters: the published split is kept as it is
         inter, items, cap = unisrec.read(args.input, args.prefix)
-        directory = atomic.write_atomic(inter, items, args.out, args.name, ["text"])
-        with open(os.path.join(directory, f"{args.name}.yaml"), "w", encoding="utf-8") as handle:
-            handle.write(unisrec.dataset_yaml(args.name, cap))
-        log.info("wrote %s/%s.yaml (read by run_recbole_mixrec.py --dataset=%s)", directory, args.name, args.name)
+        directory = atomic.write_atomic(inter, items, args.out, args.name, ["text"],
+                                        extra={f"{args.name}.yaml": unisrec.dataset_yaml(args.name, cap)})
+        log.info("%s/%s.yaml is read by run_recbole_mixrec.py --dataset=%s", directory, args.name, args.name)
         return inter
     if args.command == "amazon2018":
         inter, items = amazon2018.convert(
@@ -97,17 +110,31 @@ def _convert(args):
     return inter
 
 
+def _stats_directory(args):
+    """The dataset folder ``stats`` reads: a path, or a name under --data-path."""
+    if os.path.isdir(args.dataset):
+        return args.dataset
+    directory = os.path.join(args.data_path, args.dataset)
+    if not os.path.isdir(directory):
+        where = "" if os.path.abspath(directory) == os.path.abspath(args.dataset) else f" nor {directory}"
+        raise DatasetToolError(f"{args.dataset}: no such dataset (no directory {args.dataset}{where})")
+    return directory
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "stats":
-            directory = args.dataset if os.path.isdir(args.dataset) else os.path.join(args.data_path, args.dataset)
+            directory = _stats_directory(args)
             name, inter = os.path.basename(os.path.normpath(directory)), atomic.read_inter(directory)
         else:
             name, inter = args.name, _convert(args)
     except DatasetToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a disk or permission problem the checks above did not foresee
+        print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
         return 2
     print(atomic.stats_line(name, inter))
     return 0

@@ -6,10 +6,12 @@ description]. Without a rating column every rating is 1.0 (implicit feedback), s
 """
 import logging
 import os
+import re
 
 import pandas as pd
 
 from .errors import DatasetToolError
+from .io_utils import check_utf8
 from .text import clean_text
 
 log = logging.getLogger("dataset_tools")
@@ -17,17 +19,32 @@ log = logging.getLogger("dataset_tools")
 TEXT_COLUMNS = ("title", "brand", "categories", "description")
 
 
+def _parser_error(name, exc):
+    """pandas' 'Expected 3 fields in line 7, saw 4' as a file/line message."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if found:
+        expected, number, saw = found.groups()
+        return DatasetToolError(f"{name} line {number}: expected {expected} comma-separated fields, got {saw}")
+    return DatasetToolError(f"{name}: unreadable CSV ({exc})".replace("\n", " ").strip())
+
+
 def _read_csv(path, required):
     if not os.path.isfile(path):
         raise DatasetToolError(f"{path}: no such file")
+    name = os.path.basename(path)
     try:
         # keep_default_na=False: a title such as "NA" or "None" stays text.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError:
+        check_utf8(path)  # pandas decodes in chunks: find the line itself
+        raise DatasetToolError(f"{name}: not UTF-8") from None
+    except pd.errors.ParserError as exc:
+        raise _parser_error(name, exc) from None
     except (ValueError, OSError, EOFError) as exc:
-        raise DatasetToolError(f"{os.path.basename(path)}: unreadable CSV ({exc})".replace("\n", " ")) from None
+        raise DatasetToolError(f"{name}: unreadable CSV ({exc})".replace("\n", " ").strip()) from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DatasetToolError(f"{os.path.basename(path)} line 1: missing column {missing[0]!r}")
+        raise DatasetToolError(f"{name} line 1: missing column {missing[0]!r}")
     return frame
 
 
@@ -44,6 +61,8 @@ def _numbers(frame, column, name):
 def read(directory, inter_file="interactions.csv.gz", item_file="items.csv.gz"):
     """Return ``(inter, items, text_columns)``; ids are kept as integers when all are digits."""
     inter = _read_csv(os.path.join(directory, inter_file), ["user_id", "item_id", "timestamp"])
+    if inter.empty:
+        raise DatasetToolError(f"{inter_file}: no interactions (only a header)")
     inter["timestamp"] = _numbers(inter, "timestamp", inter_file).astype("int64")
     inter["rating"] = _numbers(inter, "rating", inter_file) if "rating" in inter else 1.0
     items = _read_csv(os.path.join(directory, item_file), ["item_id", "title"])

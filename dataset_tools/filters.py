@@ -7,6 +7,8 @@ import logging
 
 import pandas as pd
 
+from .errors import DatasetToolError
+
 log = logging.getLogger("dataset_tools")
 
 
@@ -78,27 +80,45 @@ def kcore(inter: pd.DataFrame, k: int) -> pd.DataFrame:
     return out
 
 
+def _steps(titled_items, min_item, min_user, k, dedup):
+    """The enabled filter steps, in order, as ``(flag as typed, short name, function)``."""
+    steps = []
+    if dedup:
+        steps.append(("--dedup", "dedup", drop_duplicates))
+    if titled_items is not None:
+        steps.append(("--drop-untitled", "drop-untitled", lambda f: keep_items(f, titled_items, "items without a title")))
+    if min_item:
+        steps.append((f"--min-item-inter {min_item}", "min-item-inter", lambda f: min_item_inter(f, min_item)))
+    if min_user:
+        steps.append((f"--min-user-inter {min_user}", "min-user-inter", lambda f: min_user_inter(f, min_user)))
+    if k:
+        steps.append((f"--kcore {k}", "kcore", lambda f: kcore(f, k)))
+    return steps
+
+
 def apply_filters(inter, titled_items=None, min_item=0, min_user=0, k=0, dedup=False):
     """Run the configured filters in the paper's order.
 
     dedup -> drop untitled items (when ``titled_items`` is given) -> items with < ``min_item``
     interactions -> users with < ``min_user`` interactions -> optional iterated ``k``-core.
     A zero/None argument skips its step. Returns the sorted result.
+
+    Raises DatasetToolError, naming the step and what each step kept, when a step leaves no
+    interaction: an empty dataset is never what was asked for.
     """
+    total = len(inter)
+    if not total:
+        raise DatasetToolError("the input holds no interactions (nothing to filter)")
     duplicates = count_duplicates(inter)
     if dedup:
         log.info("found %d repeated (user, item) interactions; keeping the earliest of each", duplicates)
-        inter = drop_duplicates(inter)
     elif duplicates:
         log.info("keeping %d repeated (user, item) interactions (use --dedup to drop them)", duplicates)
-    if titled_items is not None:
-        inter = keep_items(inter, titled_items, "items without a title")
-    if min_item:
-        inter = min_item_inter(inter, min_item)
-    if min_user:
-        inter = min_user_inter(inter, min_user)
-    if k:
-        inter = kcore(inter, k)
-    if inter.empty:
-        log.warning("no interactions left after filtering")
+    kept = []
+    for flag, short, step in _steps(titled_items, min_item, min_user, k, dedup):
+        inter = step(inter)
+        kept.append(f"{short} kept {len(inter):,}")
+        if inter.empty:
+            raise DatasetToolError(f"after {flag}: 0 of {total:,} interactions left ({', '.join(kept)})")
+    log.info("filters kept %s of %s interactions (%s)", f"{len(inter):,}", f"{total:,}", ", ".join(kept) or "no filter on")
     return sort_interactions(inter)

@@ -9,27 +9,63 @@ from tqdm import tqdm
 from .errors import DatasetToolError
 
 
-def open_text(path):
-    """Open ``path`` for reading text, transparently un-gzipping ``*.gz`` files."""
+def open_binary(path):
+    """Open ``path`` for reading bytes, transparently un-gzipping ``*.gz`` files."""
     if not os.path.isfile(path):
         raise DatasetToolError(f"{path}: no such file")
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
+    try:
+        return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+    except OSError as exc:  # e.g. no read permission
+        raise DatasetToolError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def decode_line(raw: bytes, name, number) -> str:
+    """``raw`` as UTF-8 text; a bad byte is an error naming file, line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetToolError(
+            f"{name} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+
+
+def decode_text(data: bytes, name) -> str:
+    """A whole file's bytes as UTF-8 text, naming the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DatasetToolError(f"{name} line {number}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {column})") from None
+
+
+def iter_raw_lines(path, desc):
+    """Yield ``(line_number, line)`` for every line, blank ones included, without its line break.
+
+    Bytes are decoded line by line (not in the reader's chunks) so a bad byte is reported
+    on its own line; a progress bar shows on a terminal only.
+    """
+    name, number = os.path.basename(path), 0
+    with open_binary(path) as handle:
+        try:
+            # disable=None: the bar only shows on a terminal, not in CI logs or tests.
+            for number, raw in enumerate(tqdm(handle, desc=desc, unit=" lines", disable=None), 1):
+                yield number, decode_line(raw, name, number).rstrip("\r\n")
+        except (OSError, EOFError) as exc:  # truncated gzip, unreadable disk
+            raise DatasetToolError(f"{name}: unreadable after line {number} ({exc})") from None
 
 
 def iter_lines(path, desc):
     """Yield ``(line_number, stripped_line)`` for non-blank lines, with a progress bar."""
-    name = os.path.basename(path)
-    with open_text(path) as handle:
-        try:
-            # disable=None: the bar only shows on a terminal, not in CI logs or tests.
-            for number, line in enumerate(tqdm(handle, desc=desc, unit=" lines", disable=None), 1):
-                line = line.strip()
-                if line:
-                    yield number, line
-        except (OSError, EOFError, UnicodeDecodeError) as exc:  # truncated gzip, bad bytes
-            raise DatasetToolError(f"{name}: unreadable ({exc})") from None
+    for number, line in iter_raw_lines(path, desc):
+        line = line.strip()
+        if line:
+            yield number, line
+
+
+def check_utf8(path):
+    """Raise the file/line error of the first non-UTF-8 line of ``path``, if it has one."""
+    for _ in iter_raw_lines(path, "checking"):
+        pass
 
 
 def iter_records(path, desc):

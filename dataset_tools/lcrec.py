@@ -13,6 +13,7 @@ import os
 import pandas as pd
 
 from .errors import DatasetToolError
+from .io_utils import decode_text, open_binary
 from .text import clean_text
 
 log = logging.getLogger("dataset_tools")
@@ -29,11 +30,13 @@ def find_prefix(directory) -> str:
 def _load_json(path):
     if not os.path.isfile(path):
         raise DatasetToolError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            return json.load(handle)
-        except ValueError as exc:
-            raise DatasetToolError(f"{os.path.basename(path)} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    name = os.path.basename(path)
+    with open_binary(path) as handle:
+        text = decode_text(handle.read(), name)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise DatasetToolError(f"{name} line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
 def _index(value, name, what):
@@ -61,6 +64,8 @@ def read(directory, prefix=None):
         for position, item in enumerate(_expect(seq, list, inter_name, f"user {user}'s sequence"))
     ]
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    if inter.empty:
+        raise DatasetToolError(f"{inter_name}: no interactions (no user has an item)")
     meta = _expect(_load_json(os.path.join(directory, item_name)), dict, item_name, "the file")
     for item, info in meta.items():
         _expect(info, dict, item_name, f"item {item}'s record")

@@ -152,6 +152,8 @@ def read(directory, prefix=None):
     path = lambda suffix: os.path.join(directory, f"{prefix}.{suffix}")  # noqa: E731
     train, valid, test = (read_split(path(f"{split}.inter")) for split in SPLITS)
     sequences, cap = rebuild_sequences(train, valid, test)
+    if not sequences:
+        raise DatasetToolError(f"{prefix}.train/valid/test.inter: no rows below the headers")
     inter = pd.DataFrame(
         [(user, item, 1.0, position) for user, seq in sequences.items() for position, item in enumerate(seq)],
         columns=["user_id", "item_id", "rating", "timestamp"],

@@ -62,14 +62,18 @@ def main(argv=None):
 
     try:
         if args.search == "bo":
+            from recbole_mixrec.quick_start import build_config
             from recbole_mixrec.search import run_search
+
+            build_config(args.model, args.dataset, config_files, config_dict, strict=True)  # typos: before the search
 
             best, found = run_search(args.model, args.dataset, config_files, config_dict)
             print(f"best architecture {best}: {found['best_architecture_file']}")
             # the final run trains on all users with the best architecture
             config_files = (config_files or []) + [found["best_architecture_file"]]
             config_dict = {k: v for k, v in config_dict.items() if not k.startswith("bo_")}
-        result = run_mixrec(args.model, args.dataset, config_files, config_dict, resume_file=args.resume_file)
+        result = run_mixrec(args.model, args.dataset, config_files, config_dict, resume_file=args.resume_file,
+                            strict=True)
     except MixRecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

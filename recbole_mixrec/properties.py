@@ -98,3 +98,8 @@ def fill_defaults(config, model):
         config._set_train_neg_sample_args()
     if filled:
         logger.info("plugin defaults applied for %s: %s", model, ", ".join(sorted(filled)))
+        # a Config built without the plugin's files (run_recbole by name): check it here, where
+        # it first reaches the plugin; unknown keys only warn (other tools may share the dict)
+        from recbole_mixrec.config_checks import check_settings
+
+        check_settings(config, model, config.external_config_dict, strict=False)

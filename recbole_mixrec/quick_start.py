@@ -12,6 +12,9 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import ModelType, get_model, get_trainer, init_logger, init_seed, set_color
 
+from recbole_mixrec.checkpoint import check_resume, read_checkpoint
+from recbole_mixrec.config_checks import check_settings, read_settings_file
+from recbole_mixrec.data.atomic_checks import check_dataset_content
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.properties import config_files, dataset_file, overall_file, read_yaml
 from recbole_mixrec.registry import BASELINE_MODELS, PLUGIN_MODELS
@@ -45,11 +48,14 @@ def check_model(model):
         ) from None
 
 
-def build_config(model, dataset, config_file_list=None, config_dict=None):
+def build_config(model, dataset, config_file_list=None, config_dict=None, strict=False):
+    """The RecBole Config of a run: the plugin's yaml files, then the user's, then
+    ``config_dict``; every setting checked (``config_checks``) before anything is loaded.
+    ``strict``: an unknown key that looks like a known one is an error (CLI, ``compare``), not a
+    warning (the Python entry points, whose dict may carry other tools' keys)."""
     check_model(model)
-    missing = [path for path in config_file_list or [] if not os.path.isfile(path)]
-    if missing:
-        raise MixRecError(f"config file(s) not found: {missing}")
+    for path in config_file_list or []:
+        read_settings_file(path)  # missing, malformed or not a mapping: named here, not in RecBole
     files = config_files(model, dataset, config_file_list)
     with isolated_argv():
         config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict or {}))
@@ -62,6 +68,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     named = set(config_dict or {}).union(*(read_yaml(f) for f in files if f != overall_file()))
     if model not in PLUGIN_MODELS and "train_neg_sample_args" not in named:
         set_default_negative_sampling(config)
+    check_settings(config, model, config_dict, config_file_list, strict=strict)
     return config
 
 
@@ -91,8 +98,12 @@ def set_default_negative_sampling(config):
 
 
 def _header(path):
-    with open(path, encoding="utf-8") as handle:
-        return handle.readline().rstrip("\r\n").split("\t")
+    # bad bytes further down are atomic_checks' to report, with their line
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        line = handle.readline()
+    if not line.strip():
+        raise MixRecError(f"{path} is empty: an atomic file starts with a 'name:type' header line")
+    return line.rstrip("\r\n").split("\t")
 
 
 def check_dataset_files(config):
@@ -138,6 +149,15 @@ def check_dataset_files(config):
                 f"load_col: unknown field(s) {unknown} for {path}; its fields: {sorted(columns)}"
             )
     check_interaction_fields(config, inter_file)
+    check_dataset_content(config, inter_file, needs_text=reads_item_text(config["model"]))
+
+
+def reads_item_text(model):
+    """Whether ``model``'s dataset gives every item a sentence (MixRec, its variants, LiteLLM4Rec)."""
+    from recbole_mixrec.data.dataset import MixRecDataset
+
+    dataset_class = PLUGIN_MODELS.get(model, (None, None))[1]
+    return dataset_class is not None and issubclass(dataset_class, MixRecDataset)
 
 
 def check_interaction_fields(config, inter_file):
@@ -186,22 +206,33 @@ def init_run_logger(config):
     init_logger(config)
 
 
-def require_checkpoint(path):
-    if not os.path.isfile(path):
-        raise MixRecError(f"checkpoint not found: {path}")
+def require_writable_folder(path, key):
+    """Create ``path`` if needed; a one-line error naming ``key`` if it cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise MixRecError(f"{key} {path} cannot be created ({err.strerror}); set {key} to a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MixRecError(f"{key} {path} is not writable; set {key} to a writable folder")
 
 
-def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None):
+def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None, strict=False):
     """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
 
     Works for the plugin's models and for RecBole's (baselines get the same split, metrics
     and dataset yaml). The plugin's yaml files come first, ``config_file_list`` after them,
     ``config_dict`` last. ``resume_file``: a checkpoint of this model and config to continue
-    from (weights, optimizer, epoch, early-stopping state).
+    from (weights, optimizer, epoch, early-stopping state); one trained on other data or with
+    other defining settings is refused (``checkpoint.check_resume``). ``strict``: see
+    ``build_config``.
     """
-    if resume_file:
-        require_checkpoint(resume_file)
-    config = build_config(model, dataset, config_file_list, config_dict)
+    checkpoint = read_checkpoint(resume_file) if resume_file else None
+    config = build_config(model, dataset, config_file_list, config_dict, strict=strict)
+    if checkpoint is not None:
+        check_resume(resume_file, checkpoint, config)
+        del checkpoint
+    if saved:
+        require_writable_folder(config["checkpoint_dir"], "checkpoint_dir")
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
     logger = logging.getLogger()
@@ -250,7 +281,7 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
 def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model`` for plugin and RecBole checkpoints (registered names,
     weights-only loading allowed for RecBole's Config)."""
-    require_checkpoint(model_file)
+    read_checkpoint(model_file)  # a missing, truncated or foreign file: one line, not a traceback
     from recbole.quick_start import load_data_and_model as recbole_load
 
     return recbole_load(model_file)

@@ -15,7 +15,9 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.optim.lr_scheduler import LambdaLR
 
+from recbole_mixrec.checkpoint import read_checkpoint
 from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.fingerprint import dataset_fingerprint
 
 
 def warmup_cosine(step, total_steps, warmup_steps):
@@ -112,6 +114,14 @@ class WeightsOnlyCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.learning_curve = []
+        self._data_fingerprint = None
+
+    @property
+    def data_fingerprint(self):
+        """The dataset's content fingerprint, saved in checkpoints (computed once per run)."""
+        if self._data_fingerprint is None:
+            self._data_fingerprint = dataset_fingerprint(self.config)
+        return self._data_fingerprint
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
@@ -143,6 +153,7 @@ class WeightsOnlyCheckpointMixin:
             "epoch": epoch,
             "cur_step": self.cur_step,
             "training_time_s": self.training_time_s,
+            "data_fingerprint": self.data_fingerprint,  # a resume checks it (checkpoint.check_resume)
             "rng_state": capture_rng_state(self._loaders),
             "learning_curve": [dict(point) for point in self.learning_curve],  # plain ints and floats
             "best_valid_score": float(self.best_valid_score),  # not a numpy scalar
@@ -216,7 +227,7 @@ class WeightsOnlyCheckpointMixin:
             self._fit_started = None
 
     def resume_checkpoint(self, resume_file):
-        checkpoint = torch.load(resume_file, map_location="cpu", mmap=True)
+        checkpoint = read_checkpoint(resume_file)
         best_file = None
         if "best_model_file" in checkpoint:
             best_file = os.path.join(os.path.dirname(str(resume_file)), checkpoint["best_model_file"])
@@ -225,7 +236,7 @@ class WeightsOnlyCheckpointMixin:
                     f"{resume_file} continues the run whose best checkpoint is {best_file}, "
                     "which is missing: resume from a best checkpoint instead"
                 )
-            best = torch.load(best_file, map_location="cpu", mmap=True)
+            best = read_checkpoint(best_file)
             if best["epoch"] > checkpoint["epoch"]:
                 # cut off between the two saves of one validation: the best file is the newer state
                 resume_file, checkpoint, best_file = best_file, best, None

@@ -116,11 +116,11 @@ def _atomic_inter(folder, header, rows):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("missing config file", "config file(s) not found: ['nope.yaml']"),
-        ("text in a float column", "malformed atomic file of dataset 'ds': Unable to convert column timestamp:float"),
+        ("missing config file", "config file not found: nope.yaml"),
+        ("text in a float column", "ds.inter line 6: time field 'timestamp' is 'abc', not a number"),
         ("no time under TO", "TIME_FIELD (eval_args order: TO)=timestamp not among the loaded fields"),
-        ("--scan_impl=fast", "scan_impl 'fast' is not one of ['chunked', 'reference']"),
-        ("--scan_chunk=0", "scan_chunk=0: must be an integer >= 1"),
+        ("--scan_impl=fast", "scan_impl='fast' (command line / config_dict): expected one of ['chunked', 'reference']"),
+        ("--scan_chunk=0", "scan_chunk=0 (command line / config_dict): expected an integer in [1, inf)"),
     ],
 )
 def test_cli_bad_files_and_settings_are_one_clear_line(case, message, tmp_path, capsys):

@@ -6,7 +6,6 @@ the training user-item matrix; union; minus every item that co-occurs with j in 
 sequence. That set is N_j.
 """
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -16,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recbole_mixrec.disk_cache import cache_key, load_or_build
 from recbole_mixrec.errors import MixRecError
 
 logger = logging.getLogger(__name__)
@@ -116,33 +116,43 @@ def mine_hard_negatives(text_vectors, mf_vectors, matrix, ratio):
     return padded, sizes
 
 
+def hard_negative_key(encoder, dim, ratio, item_sentences, users, items):
+    """Cache key of the hard-negative sets: the mining settings, the item text, the training pairs."""
+    return cache_key(*(repr(part) for part in (encoder, dim, ratio, item_sentences)), users, items)
+
+
 def cached_hard_negatives(dataset, pairs, config, cache_dir):
-    """Mine (or load) the hard-negative sets of a MixRecDataset's training split."""
+    """Mine (or load) the hard-negative sets of a MixRecDataset's training split
+    (see ``recbole_mixrec.disk_cache``: a corrupt file is mined anew)."""
     users, items = pairs
     encoder, dim, ratio = config["text_encoder"], config["mf_dim"], config["hard_negative_ratio"]
-    digest = hashlib.sha256()
-    for part in (encoder, dim, ratio, dataset.item_sentences):
-        digest.update(repr(part).encode())
-    digest.update(users.numpy().tobytes())
-    digest.update(items.numpy().tobytes())
-    path = os.path.join(cache_dir, f"hard_negatives-{digest.hexdigest()[:16]}.pt")
-    if os.path.isfile(path):
-        saved = torch.load(path, weights_only=True)
-        return saved["negatives"], saved["sizes"]
-    logger.info("mining hard negatives (%s text embeddings, %d-dim MF) ...", encoder, dim)
-    matrix = interaction_matrix(users, items, dataset.user_num, dataset.item_num)
-    # loading the encoder may draw from torch's generator: the caller's random stream stays the
-    # same whether the sets are mined or read from the cache (run_recbole reseeds after data
-    # preparation anyway; a caller building the dataset itself does not)
-    with torch.random.fork_rng(devices=[]):
-        text = text_embeddings(dataset.item_sentences, encoder)
-    negatives, sizes = mine_hard_negatives(text, mf_item_vectors(matrix, dim), matrix, ratio)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save({"negatives": negatives, "sizes": sizes}, tmp)
-    os.replace(tmp, path)
-    logger.info(
-        "hard negatives: mean %.1f per item, %d items with none; cached in %s",
-        sizes[1:].float().mean(), int((sizes[1:] == 0).sum()), path,
-    )
+    key = hard_negative_key(encoder, dim, ratio, dataset.item_sentences, users, items)
+    path = os.path.join(cache_dir, f"hard_negatives-{key}.pt")
+
+    def build():
+        logger.info("mining hard negatives (%s text embeddings, %d-dim MF) ...", encoder, dim)
+        matrix = interaction_matrix(users, items, dataset.user_num, dataset.item_num)
+        # loading the encoder may draw from torch's generator: the caller's random stream stays
+        # the same whether the sets are mined or read from the cache (run_recbole reseeds after
+        # data preparation anyway; a caller building the dataset itself does not)
+        with torch.random.fork_rng(devices=[]):
+            text = text_embeddings(dataset.item_sentences, encoder)
+        negatives, sizes = mine_hard_negatives(text, mf_item_vectors(matrix, dim), matrix, ratio)
+        return {"negatives": negatives, "sizes": sizes}
+
+    def usable(saved):
+        negatives, sizes = saved["negatives"], saved["sizes"]
+        n_items = len(dataset.item_sentences)  # the rows mined: one per item, padding included
+        return (
+            isinstance(negatives, torch.Tensor) and isinstance(sizes, torch.Tensor)
+            and negatives.dim() == 2 and negatives.size(0) == n_items and sizes.shape == (n_items,)
+        )
+
+    saved, loaded = load_or_build(path, build, "hard negatives", usable)
+    negatives, sizes = saved["negatives"], saved["sizes"]
+    if not loaded:
+        logger.info(
+            "hard negatives: mean %.1f per item, %d items with none; cached in %s",
+            sizes[1:].float().mean(), int((sizes[1:] == 0).sum()), path,
+        )
     return negatives, sizes

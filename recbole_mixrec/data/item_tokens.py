@@ -1,11 +1,12 @@
 """The tokenised item store: every item sentence tokenised once, cached on disk."""
 
-import hashlib
 import json
 import logging
 import os
 
 import torch
+
+from recbole_mixrec.disk_cache import cache_key, load_or_build
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +35,26 @@ class ItemTokenStore:
     @staticmethod
     def cache_key(sentences, tokenizer_id, max_tokens):
         """Changes whenever the text (fields, items), the tokenizer or the cap changes."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps([tokenizer_id, max_tokens]).encode())
-        for sentence in sentences:
-            digest.update(sentence.encode())
-            digest.update(b"\0")
-        return digest.hexdigest()[:16]
+        return cache_key(json.dumps([tokenizer_id, max_tokens]), "".join(s + "\0" for s in sentences))
 
     @classmethod
     def cached(cls, sentences, tokenizer, tokenizer_id, max_tokens, cache_dir):
-        """Load the store from ``cache_dir`` if its key matches, else tokenise and save it."""
+        """Load the store from ``cache_dir`` if its key matches, else tokenise and save it
+        (see ``recbole_mixrec.disk_cache``: a corrupt file is rebuilt)."""
         key = cls.cache_key(sentences, tokenizer_id, max_tokens)
         path = os.path.join(cache_dir, f"item_tokens-{key}.pt")
-        if os.path.isfile(path):
-            saved = torch.load(path, weights_only=True)
-            logger.info("item tokens loaded from cache %s", path)
-            return cls(saved["token_ids"], saved["lengths"])
-        store = cls.from_sentences(sentences, tokenizer, max_tokens)
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        torch.save({"token_ids": store.token_ids, "lengths": store.lengths}, tmp)
-        os.replace(tmp, path)  # atomic: parallel trials may build the same cache
-        logger.info("item tokens cached in %s", path)
-        return store
+
+        def build():
+            store = cls.from_sentences(sentences, tokenizer, max_tokens)
+            return {"token_ids": store.token_ids, "lengths": store.lengths}
+
+        def usable(saved):
+            ids, lengths = saved["token_ids"], saved["lengths"]
+            return (
+                isinstance(ids, torch.Tensor) and isinstance(lengths, torch.Tensor)
+                and ids.dim() == 2 and ids.size(0) == len(sentences) and lengths.shape == (len(sentences),)
+            )
+
+        saved, loaded = load_or_build(path, build, "item tokens", usable)
+        logger.info("item tokens loaded from cache %s" if loaded else "item tokens cached in %s", path)
+        return cls(saved["token_ids"], saved["lengths"])

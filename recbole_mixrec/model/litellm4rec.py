@@ -13,7 +13,6 @@ projection head scores every item (no generation, no beam search). Training: nex
 cross-entropy at every history position (``losses.next_item_loss``), one sample per user.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from torch import nn
 from recbole_mixrec.backbone import (
     default_cache_dir, decoder_layers, load_backbone, sequence_prefix_ids,
 )
+from recbole_mixrec.disk_cache import cache_key, load_or_build
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
@@ -42,12 +42,9 @@ _MEMORY_CACHE_SIZE = 4
 def item_vector_key(backbone, backbone_layers, pooling, token_ids, lengths):
     """Cache key of frozen item vectors: changes with the backbone, its depth, the pooling and
     the item token ids (which change with the text fields, the items or the tokenizer)."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([str(backbone), backbone_layers, pooling]).encode())
-    digest.update(str(tuple(token_ids.shape)).encode())
-    digest.update(token_ids.cpu().contiguous().numpy().tobytes())
-    digest.update(lengths.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return cache_key(
+        json.dumps([str(backbone), backbone_layers, pooling]), str(tuple(token_ids.shape)), token_ids, lengths
+    )
 
 
 def keep_top_layers(causal_lm, num_layers):
@@ -220,6 +217,13 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
         vectors[0] = 0.0  # padding item
         return vectors
 
+    def _usable_item_vectors(self, saved):
+        """Whether a tensor read from the disk cache has the shape of this model's item vectors."""
+        return (
+            isinstance(saved, torch.Tensor) and saved.is_floating_point()
+            and saved.shape == (self.n_items, self.item_hidden_size)
+        )
+
     def all_item_vectors(self):
         """``[n_items, d_item]`` item vectors without gradients (cached, see the NOTE)."""
         if self._item_vectors is not None:
@@ -230,17 +234,18 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
         key = self.item_vector_key
         path = os.path.join(self.backbone_cache_dir, "item_vectors", f"item_vectors-{key}.pt")
         vectors = _MEMORY_CACHE.get(key)
-        if vectors is None and self.item_vector_disk_cache and os.path.isfile(path):
-            vectors = torch.load(path, weights_only=True)
-            logger.info("item vectors loaded from %s", path)
         if vectors is None:
-            vectors = self._encode_all_items().cpu()
-            logger.info("item vectors encoded: %d items (key %s)", self.n_items, key)
-            if self.item_vector_disk_cache:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.tmp"
-                torch.save(vectors, tmp)
-                os.replace(tmp, path)  # atomic for parallel trials
+            loaded = False
+            if self.item_vector_disk_cache:  # a corrupt file is encoded anew (disk_cache)
+                vectors, loaded = load_or_build(
+                    path, lambda: self._encode_all_items().cpu(), "item vectors", self._usable_item_vectors
+                )
+            else:
+                vectors = self._encode_all_items().cpu()
+            if loaded:
+                logger.info("item vectors loaded from %s", path)
+            else:
+                logger.info("item vectors encoded: %d items (key %s)", self.n_items, key)
         _MEMORY_CACHE[key] = vectors
         _MEMORY_CACHE.move_to_end(key)
         while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:

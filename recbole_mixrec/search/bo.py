@@ -13,7 +13,10 @@ retried, kept out of the GP fit, and the search goes on.
 
 Resume: every finished trial is appended to a JSONL log as one object
 ``{trial_id, z, architecture, value, status, error, wall_time_s, seed, phase}``. Running again
-with the same log continues where it stopped: only the missing trials are evaluated.
+with the same log continues where it stopped: only the missing trials are evaluated. A line that
+is not a trial record stops it with a ``MixRecError`` naming the file and the line.
+``run_search`` (``run.py``) also ties the log's directory to the data and settings it was made
+for (``checks.py``).
 """
 
 import csv
@@ -39,20 +42,34 @@ logger = logging.getLogger(__name__)
 
 
 class TrialLog:
-    """Append-only JSONL trial log (one JSON object per finished trial)."""
+    """Append-only JSONL trial log (one JSON object per finished trial).
 
-    def __init__(self, path=None):
+    Reading it checks every line: a line that is not a trial record (cut off by a crash, edited
+    by hand) or, with ``d``, a design of another length is a ``MixRecError`` naming the file and
+    the line, never skipped: a skipped trial would be run again under the same id."""
+
+    def __init__(self, path=None, d=None):
         self.path = path
         self.records = []
         if path and os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    line = line.strip()
-                    if line:
-                        try:
-                            self.records.append(json.loads(line))
-                        except json.JSONDecodeError:  # a line cut off by a crash
-                            logger.warning("skipping unreadable line in %s", path)
+            ids = set()
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    lines = list(handle)
+            except (OSError, UnicodeDecodeError) as err:
+                raise MixRecError(f"cannot read trial log {path} ({type(err).__name__}: {err})") from None
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                record, problem = _parse_record(line, d)
+                if problem is None and record["trial_id"] in ids:
+                    problem = f"trial_id {record['trial_id']} logged twice"
+                if problem:
+                    raise MixRecError(
+                        f"{path} line {number} is not a trial record ({problem}): delete that line to run "
+                        "the trial again, or use a new bo_search_dir")
+                ids.add(record["trial_id"])
+                self.records.append(record)
 
     def append(self, record):
         self.records.append(record)
@@ -71,6 +88,35 @@ class TrialLog:
 
     def next_id(self):
         return 1 + max((r["trial_id"] for r in self.records), default=-1)
+
+
+def _parse_record(line, d=None):
+    """``(record, None)`` for a trial record ``bo_loop`` wrote, else ``(None, why not)``."""
+    text = line.strip()
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.pos >= len(text):
+            return None, "unreadable JSON: cut off"
+        return None, f"unreadable JSON: {err.msg[0].lower()}{err.msg[1:]} at character {err.pos + 1}"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    missing = [k for k in ("trial_id", "z", "status", "value") if k not in record]
+    if missing:
+        return None, f"no {', '.join(missing)}"
+    trial_id, z, status, value = record["trial_id"], record["z"], record["status"], record["value"]
+    if isinstance(trial_id, bool) or not isinstance(trial_id, int) or trial_id < 0:
+        return None, f"trial_id {trial_id!r} is not an integer >= 0"
+    if not isinstance(z, list) or not z or any(v not in (0, 1) or isinstance(v, bool) for v in z):
+        return None, f"z {z!r} is not a list of 0/1"
+    if d is not None and len(z) != d:
+        return None, f"a design of {len(z)} choices, this search has {d}"
+    if status not in ("ok", "failed"):
+        return None, f"status {status!r} is neither 'ok' nor 'failed'"
+    if status == "ok" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                           or not math.isfinite(value)):
+        return None, f"status 'ok' with value {value!r}"
+    return record, None
 
 
 def _architecture(z):
@@ -148,7 +194,7 @@ def bo_loop(objective, d, n_iterations=30, n_initial=5, q=2, seed=2024, log_path
     gets seed ``seed + i`` and directory ``trial_root/trial_<i>`` (``None`` without a root)."""
     if method not in ("bo", "random"):
         raise MixRecError(f"method must be 'bo' or 'random', got '{method}'")
-    log = TrialLog(log_path)
+    log = TrialLog(log_path, d)
     if log.records:
         logger.info("resuming from %s: %d trial(s) already logged", log_path, len(log.records))
     initial = random_designs(min(n_initial, n_iterations), d, sobol_seed=seed,

@@ -28,42 +28,52 @@ def run_search(model, dataset, config_file_list=None, config_dict=None, search_d
     record), ``random_records`` (random search, if ``bo_random_baseline``), ``search_dir`` and
     the output files ``best_architecture_file``, ``summary_md``, ``summary_csv``, ``plot``.
     ``objective`` replaces the real Ray trials (a callable or Ray task ``(z, seed, trial_dir)``).
-    Re-running with the same ``search_dir`` resumes from its ``trials.jsonl``.
+    Re-running with the same ``search_dir`` resumes from its ``trials.jsonl``; the directory
+    is tied to the data and settings it was made for (``<search_dir>/search.json``,
+    ``checks.py``): other data or settings are a ``MixRecError``, raised, like every other bad
+    input, before anything is written.
     """
     import torch
 
-    from recbole_mixrec.search.bo import best_record, bo_loop, write_best_architecture, write_summary
+    from recbole_mixrec.fingerprint import dataset_files, dataset_fingerprint
+    from recbole_mixrec.search.bo import TrialLog, best_record, bo_loop, write_best_architecture, write_summary
+    from recbole_mixrec.search.checks import check_manifest, check_search_dir, search_options, write_manifest
     from recbole_mixrec.search.space import search_dimension
     from recbole_mixrec.search.trials import RayObjective, init_ray, prepare_trial_spec
 
+    # every check first: nothing is written, no subset built, no Ray started on bad input
     config = search_config(model, dataset, config_file_list, config_dict)
-    search_dir = os.path.abspath(search_dir or config["bo_search_dir"]
-                                 or os.path.join("saved", "search", f"{model}-{dataset}"))
-    os.makedirs(search_dir, exist_ok=True)
+    options = search_options(config)
     d = search_dimension(config)
     if d == 0:
         raise MixRecError("no DAMoE layer to search: check backbone_layers and replace_freq")
-    options = dict(
-        n_iterations=int(config["bo_iterations"]), n_initial=int(config["bo_initial_points"]),
-        q=int(config["bo_parallel_trials"]), seed=int(config["bo_seed"]),
-        surrogate=config["bo_surrogate"], acquisition=config["bo_acquisition"],
-        mc_samples=int(config["bo_pr_mc_samples"]), steps=int(config["bo_pr_steps"]),
-        lr=float(config["bo_pr_lr"]), restarts=int(config["bo_pr_restarts"]),
-        ucb_beta=float(config["bo_ucb_beta"]),
-    )
+    if objective is None and not os.path.isfile(os.path.join(config["data_path"], f"{dataset}.inter")):
+        raise MixRecError(f"the search trains on {dataset}.inter, not found in {config['data_path']}: "
+                          "check dataset and data_path")
+    search_dir = os.path.abspath(str(search_dir or config["bo_search_dir"]
+                                     or os.path.join("saved", "search", f"{model}-{dataset}")))
+    check_search_dir(search_dir)
+    fingerprint = dataset_fingerprint(config) if dataset_files(config) else None
+    manifest = check_manifest(search_dir, config, fingerprint)
+    logs = {name: os.path.join(search_dir, name) for name in ("trials.jsonl", "random_trials.jsonl")}
+    for path in logs.values():
+        TrialLog(path, d)  # a line that is not a trial record: refused here, before any work
+    write_manifest(search_dir, manifest)
+
     torch.set_num_threads(max(1, int(config["bo_trial_threads"] or 1)))
     started_ray = False
     if objective is None:
-        spec = prepare_trial_spec(model, dataset, config, search_dir, config_file_list, config_dict)
+        spec = prepare_trial_spec(model, dataset, config, search_dir, config_file_list, config_dict,
+                                  fingerprint=fingerprint)
         logger.info("BO subset: %d users of %s in %s", spec["users_kept"], dataset, spec["config_dict"]["data_path"])
         started_ray = init_ray(config["bo_ray_address"], config["bo_num_cpus"])
         objective = RayObjective(spec)
     try:
-        records = bo_loop(objective, d, log_path=os.path.join(search_dir, "trials.jsonl"),
+        records = bo_loop(objective, d, log_path=logs["trials.jsonl"],
                           trial_root=os.path.join(search_dir, "trials"), method="bo", **options)
         random_records = None
         if config["bo_random_baseline"]:
-            random_records = bo_loop(objective, d, log_path=os.path.join(search_dir, "random_trials.jsonl"),
+            random_records = bo_loop(objective, d, log_path=logs["random_trials.jsonl"],
                                      trial_root=os.path.join(search_dir, "random_trials"), method="random", **options)
     finally:
         if started_ray:

@@ -2,7 +2,8 @@
 
 ``prepare_trial_spec`` (driver, once per search) builds the original dataset's Config, writes a
 filtered copy of its atomic files with ``bo_subset_ratio`` of the users (fixed seed) to
-``<search_dir>/data/<dataset>-bo/`` and collects what every trial passes to ``run_mixrec``.
+``<search_dir>/data/<dataset>-bo/`` (rebuilt when the source's content changes; moved into place
+only when complete) and collects what every trial passes to ``run_mixrec``.
 RecBole always reads its packaged copy for ``dataset='ml-100k'``, hence the ``-bo`` name; the
 plugin only loads ``properties/dataset/<dataset>.yaml`` for the exact name, hence its keys
 (``load_col``, ``item_text_fields``, ...) travel in ``config_dict``.
@@ -35,42 +36,87 @@ def _dataset_yaml_keys(dataset):
     return list(read_yaml(path)) if path else []
 
 
-def write_user_subset(config, target_root, ratio, seed):
+def _read_marker(folder):
+    try:
+        with open(os.path.join(folder, "subset.json"), encoding="utf-8") as handle:
+            done = json.load(handle)
+    except (OSError, ValueError):  # none, or cut off: the folder is rebuilt
+        return None
+    return done if isinstance(done, dict) and isinstance(done.get("users_kept"), int) else None
+
+
+def _remove_leftovers(target_root, name):
+    """Folders of an interrupted write (``.<name>.partial-*``) or replacement (``.<name>.old-*``)."""
+    if not os.path.isdir(target_root):
+        return
+    for entry in os.listdir(target_root):
+        if entry.startswith((f".{name}.partial-", f".{name}.old-")):
+            shutil.rmtree(os.path.join(target_root, entry), ignore_errors=True)
+
+
+def write_user_subset(config, target_root, ratio, seed, fingerprint=None):
     """Copy ``config``'s dataset to ``target_root/<dataset>-bo/`` keeping ``ratio`` of the users
     (chosen with ``seed``); the other atomic files (.item, ...) are copied unchanged.
-    Returns ``(target_root, subset_name, n_users_kept)``."""
+    Returns ``(target_root, subset_name, n_users_kept)``.
+
+    An existing subset is reused only when its ``subset.json`` names the same source *content*
+    (``dataset_fingerprint``, passed in or computed), user field, ratio and seed; otherwise it
+    is rebuilt. It is written to a hidden ``.<dataset>-bo.partial-*`` folder and moved into
+    place complete (marker last), so an interrupted write is never reused."""
+    from recbole_mixrec.errors import MixRecError
+    from recbole_mixrec.fingerprint import dataset_fingerprint
+
     dataset, source = config["dataset"], config["data_path"]
     name = f"{dataset}{SUBSET_SUFFIX}"
     folder = os.path.join(target_root, name)
-    marker = os.path.join(folder, "subset.json")
-    wanted = {"source": os.path.abspath(source), "ratio": float(ratio), "seed": int(seed)}
-    if os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as handle:
-            done = json.load(handle)
-        if {k: done.get(k) for k in wanted} == wanted:
-            return target_root, name, done["users_kept"]
-    os.makedirs(folder, exist_ok=True)
-    inter = pd.read_csv(os.path.join(source, f"{dataset}.inter"), sep="\t", dtype=str, keep_default_na=False)
-    uid = next(c for c in inter.columns if c.split(":")[0] == config["USER_ID_FIELD"])
+    wanted = {"dataset_fingerprint": fingerprint or dataset_fingerprint(config),
+              "user_field": config["USER_ID_FIELD"], "ratio": float(ratio), "seed": int(seed)}
+    _remove_leftovers(target_root, name)
+    done = _read_marker(folder)
+    if done is not None and {k: done.get(k) for k in wanted} == wanted:
+        return target_root, name, done["users_kept"]
+    inter_file = os.path.join(source, f"{dataset}.inter")
+    if not os.path.isfile(inter_file):
+        raise MixRecError(f"the search keeps a share of the users of {inter_file}, which does not exist")
+    inter = pd.read_csv(inter_file, sep="\t", dtype=str, keep_default_na=False)
+    uid = next((c for c in inter.columns if c.split(":")[0] == config["USER_ID_FIELD"]), None)
+    if uid is None:
+        raise MixRecError(f"{inter_file} has no column for USER_ID_FIELD '{config['USER_ID_FIELD']}' "
+                          f"(columns: {', '.join(inter.columns)})")
     users = np.array(sorted(inter[uid].unique()))
     keep = max(2, int(round(float(ratio) * len(users))))
     chosen = np.random.RandomState(int(seed)).choice(users, size=min(keep, len(users)), replace=False)
-    inter[inter[uid].isin(set(chosen))].to_csv(
-        os.path.join(folder, f"{name}.inter"), sep="\t", index=False
-    )
-    for file in os.listdir(source):
-        stem, ext = os.path.splitext(file)
-        if stem == dataset and ext not in (".inter",):
-            shutil.copyfile(os.path.join(source, file), os.path.join(folder, f"{name}{ext}"))
-    with open(marker, "w", encoding="utf-8") as handle:
-        json.dump({**wanted, "users_kept": int(len(chosen)), "users_total": int(len(users))}, handle)
+    os.makedirs(target_root, exist_ok=True)
+    partial = os.path.join(target_root, f".{name}.partial-{os.getpid()}")
+    os.makedirs(partial)
+    try:
+        inter[inter[uid].isin(set(chosen))].to_csv(os.path.join(partial, f"{name}.inter"), sep="\t", index=False)
+        for file in os.listdir(source):
+            stem, ext = os.path.splitext(file)
+            if stem == dataset and ext not in (".inter",) and os.path.isfile(os.path.join(source, file)):
+                shutil.copyfile(os.path.join(source, file), os.path.join(partial, f"{name}{ext}"))
+        with open(os.path.join(partial, "subset.json"), "w", encoding="utf-8") as handle:
+            json.dump({**wanted, "source": os.path.abspath(source), "users_kept": int(len(chosen)),
+                       "users_total": int(len(users))}, handle)
+        if os.path.lexists(folder):  # an older or stale subset: out of the way, then removed
+            old = os.path.join(target_root, f".{name}.old-{os.getpid()}")
+            os.rename(folder, old)
+            os.rename(partial, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return target_root, name, int(len(chosen))
 
 
-def prepare_trial_spec(model, dataset, config, search_dir, config_file_list=None, config_dict=None):
-    """Everything a trial needs (a plain, picklable dict) from the search's ``Config``."""
+def prepare_trial_spec(model, dataset, config, search_dir, config_file_list=None, config_dict=None,
+                       fingerprint=None):
+    """Everything a trial needs (a plain, picklable dict) from the search's ``Config``;
+    ``fingerprint``: the dataset's (``recbole_mixrec.fingerprint``), when already computed."""
     data_root, subset_name, kept = write_user_subset(
-        config, os.path.join(search_dir, "data"), config["bo_subset_ratio"], config["bo_seed"]
+        config, os.path.join(search_dir, "data"), config["bo_subset_ratio"], config["bo_seed"], fingerprint
     )
     trial_dict = {k: config[k] for k in _dataset_yaml_keys(dataset) if k in config}
     trial_dict.update(config_dict or {})
