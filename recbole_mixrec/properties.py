@@ -3,6 +3,8 @@
 RecBole only reads ``properties/model/<Model>.yaml`` from its own package, never a plugin's.
 ``config_files`` lists our files for ``Config(config_file_list=...)``; ``fill_defaults`` covers
 the case where RecBole built the Config itself (``run_recbole(model="MixRec")`` by name).
+``PLUGIN_MODELS`` (filled by ``registry.register_model``) lives here, with the rule it drives
+(``yaml_chain``), so that this module never imports the registry.
 """
 
 import logging
@@ -23,6 +25,8 @@ PROPERTIES_DIR = next(
      if os.path.isfile(os.path.join(path, "overall.yaml"))),
     os.path.join(os.path.dirname(_PACKAGE_DIR), "properties"),
 )
+
+PLUGIN_MODELS = {}  # name -> (model class, dataset class, trainer class); registry fills it
 
 
 class MissingPropertiesError(MixRecError):
@@ -50,8 +54,6 @@ def overall_file():
 
 def model_file(model):
     """The yaml of a plugin model (required); RecBole's own models have none (None)."""
-    from recbole_mixrec.registry import PLUGIN_MODELS
-
     if model in PLUGIN_MODELS:
         return _required("model", f"{model}.yaml")
     return _existing("model", f"{model}.yaml")
@@ -63,10 +65,17 @@ def dataset_file(dataset):
 
 def config_files(model, dataset, extra=None):
     """The plugin's yaml files for a run, lowest priority first, then the user's ``extra``."""
-    from recbole_mixrec.registry import yaml_chain
-
     files = [overall_file(), dataset_file(dataset)] + [model_file(m) for m in yaml_chain(model)]
     return [f for f in files if f] + list(extra or [])
+
+
+def yaml_chain(model):
+    """Model names whose ``properties/model/<name>.yaml`` apply, base class first
+    (a variant of MixRec reads MixRec.yaml, then its own)."""
+    if model not in PLUGIN_MODELS:
+        return [model]
+    model_class = PLUGIN_MODELS[model][0]
+    return [c.__name__ for c in reversed(model_class.__mro__) if c.__name__ in PLUGIN_MODELS]
 
 
 def read_yaml(path):

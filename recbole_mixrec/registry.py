@@ -4,6 +4,8 @@ RecBole finds a model by importing ``recbole.model.<kind>.<name lower>``, its da
 ``recbole.data.dataset.<Model>Dataset`` and its trainer as ``recbole.trainer.<Model>Trainer``
 (environment facts). Registering our classes under those names makes ``run_recbole``,
 ``load_data_and_model`` and Ray workers (which import this package) work by name.
+The table of plugin models and the yaml rule it drives live in ``properties`` (which never
+imports this module); they are read from here too.
 """
 
 import sys
@@ -11,7 +13,8 @@ import sys
 import torch
 import yaml
 
-PLUGIN_MODELS = {}  # name -> (model class, dataset class, trainer class)
+from recbole_mixrec.properties import PLUGIN_MODELS, yaml_chain  # noqa: F401  (read from here)
+
 BASELINE_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FDSA")
 
 
@@ -80,11 +83,3 @@ def register_all():
 
     register_model(SeqPop, PluginSequentialDataset, BaselineTrainer)
 
-
-def yaml_chain(model):
-    """Model names whose ``properties/model/<name>.yaml`` apply, base class first
-    (a variant of MixRec reads MixRec.yaml, then its own)."""
-    if model not in PLUGIN_MODELS:
-        return [model]
-    model_class = PLUGIN_MODELS[model][0]
-    return [c.__name__ for c in reversed(model_class.__mro__) if c.__name__ in PLUGIN_MODELS]

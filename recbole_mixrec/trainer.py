@@ -8,6 +8,7 @@ import math
 import os
 import random
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -308,7 +309,9 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
         done_steps = len(train_data) * self.start_epoch
         if done_steps:
             self.scheduler.last_epoch = done_steps - 1
-            self.scheduler.step()
+            with warnings.catch_warnings():  # torch warns that no optimizer step came first: none is due
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                self.scheduler.step()
         # one scheduler step after every optimizer step, whichever loop makes it
         if self._scheduler_hook is not None:
             self._scheduler_hook.remove()

@@ -4,7 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, OPTConfig
 
-from recbole_mixrec.backbone import BackboneError, decoder_layers, load_backbone, sublayer_names, truncate_layers
+from recbole_mixrec.backbone import (
+    BackboneError, decoder_layers, keep_layers, load_backbone, num_decoder_layers, sublayer_names,
+    truncate_layers,
+)
 from recbole_mixrec.model.adapters import insert_adapters
 
 CONFIGS = {
@@ -35,6 +38,32 @@ def test_layers_adapters_and_truncation_work_for_each_family(family):
     assert len(decoder_layers(base)) == 2 and model.config.num_hidden_layers == 2
     with torch.no_grad():
         assert base(input_ids=ids).last_hidden_state.shape == before.shape
+
+
+def test_keep_layers_keeps_the_requested_layers_and_renumbers_cache_slots():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    second, third = decoder_layers(model)[1:]
+    model.config.layer_types = ["first", "second", "third"]
+    keep_layers(model, [1, 2])
+    assert list(decoder_layers(model)) == [second, third]
+    assert model.config.num_hidden_layers == 2 and model.config.layer_types == ["second", "third"]
+    assert [layer.self_attn.layer_idx for layer in decoder_layers(model)] == [0, 1]
+    assert {key.split(".")[2] for key in model.state_dict() if ".layers." in key} == {"0", "1"}
+    model.config.layer_types = ["full_attention"] * 2
+    with torch.no_grad():  # the key/value cache has one slot per kept layer
+        model(input_ids=torch.randint(0, 100, (1, 5)), use_cache=True)
+    with pytest.raises(BackboneError, match="cannot keep decoder layers"):
+        keep_layers(model, [2])
+
+
+def test_layer_counts_by_alias_and_from_a_folder(cache_dir, tmp_path):
+    model, _ = load_backbone("tiny-random", cache_dir)
+    assert num_decoder_layers("tiny-random") == len(decoder_layers(model)) == 2
+    GPT2Config(n_layer=3).save_pretrained(tmp_path)
+    assert num_decoder_layers(str(tmp_path)) == 3
 
 
 def test_unloadable_backbones_are_clear_errors(tmp_path, cache_dir):

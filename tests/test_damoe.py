@@ -6,7 +6,8 @@ import torch
 
 from recbole_mixrec.model.attention import ExpertMasks, expert_attention
 from recbole_mixrec.model.damoe import AdapterExpert, damoe_layer_indices, parse_architecture
-from recbole_mixrec.model.losses import info_nce
+from recbole_mixrec.model import mixrec
+from recbole_mixrec.model.losses import alignment_loss, info_nce
 from recbole_mixrec.model.masks import causal_mask, context_mask
 from recbole_mixrec.model.mixrec import MixRec
 
@@ -181,6 +182,13 @@ def test_info_nce_equals_a_hand_computation():
     torch.testing.assert_close(masked, -torch.log(f[0] / (f[0] + f[1])))
 
 
+def test_alignment_loss_equals_a_hand_computation():
+    logits = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]])
+    items = torch.tensor([2, 1])
+    log_y_hat = [logits[0].softmax(0)[2].log(), logits[1].softmax(0)[1].log()]
+    torch.testing.assert_close(alignment_loss(logits, items), -(log_y_hat[0] + log_y_hat[1]) / 2)
+
+
 # ----- the whole model on ml-100k with the random 2-layer backbone ---------------------------
 @pytest.fixture(scope="module")
 def splits(ml100k_splits):
@@ -329,3 +337,12 @@ def test_full_mixrec_on_an_opt_backbone_folder(tiny_config_dict, ml100k_dataset,
         torch.testing.assert_close(fast[row, :j], dense[row, :j], atol=1e-5, rtol=0)
         torch.testing.assert_close(after[row, : j - 1], fast[row, : j - 1], atol=1e-5, rtol=0)
     assert all(torch.isfinite(loss) for loss in model.train().calculate_loss(batch))
+
+
+def test_calculate_loss_takes_l_align_and_l_cl_from_losses_py(ml100k_config, splits, batch, monkeypatch):
+    model = _model(ml100k_config, splits, lambda_cl=0.5)
+    monkeypatch.setattr(mixrec, "alignment_loss", lambda logits, items: torch.tensor(3.0))
+    monkeypatch.setattr(mixrec, "info_nce", lambda *args: torch.tensor(5.0))
+    _, loss_align, loss_cl, _ = model.calculate_loss(batch)
+    assert loss_align.item() == pytest.approx(3.0 * model.lambda_align)
+    assert loss_cl.item() == pytest.approx(5.0 * 0.5)

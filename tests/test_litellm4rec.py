@@ -83,6 +83,7 @@ def test_upper_layers_are_the_backbones_top_layers(setup):
     torch.testing.assert_close(
         upper[0].self_attn.sublayer.q_proj.weight, item_layers[1].self_attn.q_proj.weight
     )
+    assert [m.layer_idx for m in upper.modules() if hasattr(m, "layer_idx")] == [0]  # backbone.keep_layers
 
 
 def test_pooling_modes(setup):

@@ -47,6 +47,13 @@ def test_architecture_round_trip_and_damoe_layer_count():
     assert search_dimension({"backbone": "smollm2-135m", "backbone_layers": 6, "replace_freq": 3}) == 6
 
 
+def test_the_search_space_reads_layer_counts_from_backbone_py(monkeypatch):
+    from recbole_mixrec import backbone
+
+    monkeypatch.setitem(backbone.ALIAS_LAYERS, "tiny-random", 5)
+    assert search_dimension({"backbone": "tiny-random"}) == 15
+
+
 def test_sampled_designs_are_new_and_distinct():
     theta = torch.tensor([0.99, 0.01, 0.99])  # nearly all mass on one design
     seen = [[1, 0, 1]]

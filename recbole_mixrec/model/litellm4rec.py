@@ -24,7 +24,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mixrec.backbone import (
-    default_cache_dir, decoder_layers, load_backbone, sequence_prefix_ids,
+    default_cache_dir, decoder_layers, keep_layers, load_backbone, sequence_prefix_ids,
 )
 from recbole_mixrec.disk_cache import cache_key, load_or_build
 from recbole_mixrec.errors import MixRecError
@@ -48,19 +48,12 @@ def item_vector_key(backbone, backbone_layers, pooling, token_ids, lengths):
 
 
 def keep_top_layers(causal_lm, num_layers):
-    """Keep only the last ``num_layers`` decoder layers of ``causal_lm`` (in place)."""
-    layers = decoder_layers(causal_lm)
-    if not 0 < num_layers <= len(layers):
-        raise MixRecError(f"sequence_layers={num_layers}: the backbone has {len(layers)} layers")
-    del layers[: len(layers) - num_layers]
-    config = causal_lm.config
-    config.num_hidden_layers = num_layers
-    if getattr(config, "layer_types", None):
-        config.layer_types = config.layer_types[-num_layers:]
-    for index, layer in enumerate(layers):  # cache slots follow the new order
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = index
+    """Keep only the last ``num_layers`` decoder layers of ``causal_lm`` (in place;
+    ``backbone.keep_layers`` renumbers them from 0)."""
+    total = len(decoder_layers(causal_lm))
+    if not 0 < num_layers <= total:
+        raise MixRecError(f"sequence_layers={num_layers}: the backbone has {total} layers")
+    keep_layers(causal_lm, range(total - num_layers, total))
 
 
 class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):

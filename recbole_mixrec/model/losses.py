@@ -20,23 +20,31 @@ def next_item_loss(logits, labels):
 def alignment_loss(logits, items):
     """L_align (spec 2, "Semantic alignment"): ``[ALIGN]`` after an item's text predicts its id.
 
+    y_hat_i = softmax(W_item h_i^ALIGN + b_item); L_align = cross-entropy with the item's own
+    ID, -log y_hat_i[i].
+
     Args:
-        logits (FloatTensor): ``[A, n_items]``.
-        items (LongTensor): ``[A]``.
+        logits (FloatTensor): ``[A, n_items]`` the item head's scores W_item h_i^ALIGN + b_item.
+        items (LongTensor): ``[A]`` the items i whose text was read.
+    Returns:
+        The mean over the A items (the paper sums; the mean as for L_seq).
     """
     return F.cross_entropy(logits, items)
 
 
 def info_nce(anchors, positives, negatives, negative_mask, temperature):
-    """L_cl (spec 2, "Distinguish hard samples"): InfoNCE with f(a, b) = exp(cos(a, b) / tau).
+    """L_cl (spec 2, "Distinguish hard samples"): InfoNCE with f(a, b) = exp(cos(a, b) / tau),
+    L_cl = - sum log f(h_{u,j}^SEQ, h_{j+}^ALIGN)
+                / (f(h_{u,j}^SEQ, h_{j+}^ALIGN) + sum_{j-} f(h_{u,j}^SEQ, h_{j-}^ALIGN)).
 
     Args:
         anchors (FloatTensor): ``[S, d]`` h^SEQ at the sampled positions.
         positives (FloatTensor): ``[S, d]`` h^ALIGN of each position's next item.
         negatives (FloatTensor): ``[S, K, d]`` h^ALIGN of hard negatives of that next item.
         negative_mask (BoolTensor): ``[S, K]`` which negatives exist.
+        temperature (float): tau.
     Returns:
-        mean over S of -log f(a, p) / (f(a, p) + sum_n f(a, n)).
+        mean over S of -log f(a, p) / (f(a, p) + sum_n f(a, n)) (the paper sums).
     """
     pos = F.cosine_similarity(anchors, positives, dim=-1) / temperature
     neg = F.cosine_similarity(anchors.unsqueeze(1), negatives, dim=-1) / temperature

@@ -7,14 +7,11 @@ context expert ``F_context`` and the recommendation adapter around the feed-forw
 ``3 L_d`` characters in ``{s, p}`` (``"spsssp"`` for two layers).
 """
 
-from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.backbone import SMOLLM2_ALIAS, num_decoder_layers
 from recbole_mixrec.model.damoe import ARCHITECTURE_CHOICES, architecture_flags, damoe_layer_indices
 
 CHOICES_PER_LAYER = ARCHITECTURE_CHOICES
 CHOICE_NAMES = ("F_causal", "F_context", "rec_adapter")
-
-# decoder layers of the backbones the plugin knows by name (others: read from their config.json)
-KNOWN_BACKBONE_LAYERS = {"tiny-random": 2, "smollm2-135m": 30}
 
 
 def z_to_architecture(z):
@@ -33,23 +30,10 @@ def num_damoe_layers(n_layers, replace_freq=1):
     return len(damoe_layer_indices(int(n_layers), 1 if replace_freq is None else int(replace_freq)))
 
 
-def backbone_num_layers(backbone):
-    """Decoder layers of a backbone (by alias, or from a local folder's ``config.json``)."""
-    if backbone in KNOWN_BACKBONE_LAYERS:
-        return KNOWN_BACKBONE_LAYERS[backbone]
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(backbone)
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if getattr(config, key, None):
-            return int(getattr(config, key))
-    raise MixRecError(f"cannot tell how many decoder layers backbone '{backbone}' has")
-
-
 def search_dimension(config):
     """``3 L_d`` for a MixRec config (RecBole ``Config`` or dict): the layers kept
     (``backbone_layers``, or all) divided by ``replace_freq``."""
     get = config.get if isinstance(config, dict) else (lambda k, d=None: config[k] if k in config else d)
-    total = backbone_num_layers(get("backbone", "smollm2-135m"))
+    total = num_decoder_layers(get("backbone", SMOLLM2_ALIAS))
     kept = min(total, int(get("backbone_layers"))) if get("backbone_layers") else total
     return CHOICES_PER_LAYER * num_damoe_layers(kept, get("replace_freq", 1) or 1)
