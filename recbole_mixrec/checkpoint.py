@@ -46,20 +46,25 @@ def check_resume(path, checkpoint, config):
     """Refuse to resume ``checkpoint`` (read from ``path``) under ``config`` if the two define
     different runs; warn for the other settings that changed."""
     saved = checkpoint["config"]
-    identity = differences(settings_of(saved, IDENTITY_KEYS), settings_of(config, IDENTITY_KEYS))
+    saved_final = getattr(saved, "final_config_dict", {})
+    # a key an older version did not have yet cannot be compared: it is left to the warning below
+    both = [key for key in IDENTITY_KEYS if key in saved_final and key in config.final_config_dict]
+    identity = differences(settings_of(saved, both), settings_of(config, both))
+    for key in sorted(set(IDENTITY_KEYS) - set(both)):
+        if key in config.final_config_dict:
+            logger.warning("%s predates the setting %s: that it matches is not checked", path, key)
     problems = [f"{key}: {old!r} -> {new!r}" for key, old, new in identity]
     fingerprint = checkpoint.get("data_fingerprint")
     if fingerprint is None:
         logger.warning("%s predates dataset fingerprints: that it was trained on this dataset's "
                        "current files is not checked", path)
-    elif fingerprint != dataset_fingerprint(config):
+    elif fingerprint != dataset_fingerprint(config):  # the files RecBole reads: fingerprint.dataset_files
         problems.append(f"the files of dataset '{config['dataset']}' in {config['data_path']} changed since "
                         "the checkpoint was written")
     if problems:
         raise MixRecError(f"--resume_file {path} was trained with other data or settings ("
                           + "; ".join(problems) + "): start a new run, or resume with the checkpoint's settings")
-    skip = set(IDENTITY_KEYS) | set(HOUSEKEEPING_KEYS)
-    saved_final = getattr(saved, "final_config_dict", {})
+    skip = set(both) | set(HOUSEKEEPING_KEYS)
     others = [key for key in config.final_config_dict if key in saved_final and key not in skip]
     changed = differences(settings_of(saved, others), settings_of(config, others))
     for key, old, new in changed:

@@ -34,7 +34,7 @@ train_batch_size: 1     # (int) Range [1, inf)
 eval_batch_size: 1      # (int) Range [1, inf)
 learning_rate: 0.001    # (float) Range (0, inf)
 weight_decay: 0.0       # (float) Range [0, inf)
-stopping_step: 1        # (int) Range [1, inf)
+stopping_step: 1        # (int) Range [0, inf)
 eval_step: 1            # (int) Range [0, inf)
 MAX_ITEM_LIST_LENGTH: 1 # (int) Range [1, inf)
 seed: 2020              # (int) Range [0, inf)
@@ -53,6 +53,7 @@ _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "boo
                "list": "a list", "dict": "a mapping"}
 _COMMENT = re.compile(r"#\s*\((?P<types>[a-z|]+)\)(?P<doc>.*)$")
 _CHOICES = re.compile(r"Range in (\[[^\]]*\])")
+_CODE_KEY = re.compile(r"config\[[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\]")
 _INTERVAL = re.compile(r"Range ([\[(])\s*([-+\w.]+)\s*,\s*([-+\w.]+)\s*([\])])")
 
 
@@ -173,6 +174,10 @@ def known_keys():
     from recbole_mixrec.properties import PROPERTIES_DIR
 
     keys = set(RECBOLE_INTERNAL_KEYS)
+    # keys RecBole's code reads that none of its yaml files lists (tail_ratio, eta, ...)
+    for path in glob.glob(os.path.join(os.path.dirname(recbole.__file__), "**", "*.py"), recursive=True):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            keys.update(_CODE_KEY.findall(handle.read()))
     roots = (os.path.join(os.path.dirname(recbole.__file__), "properties"), PROPERTIES_DIR)
     for root in roots:
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
@@ -202,7 +207,7 @@ def where_set(key, config_dict, user_files):
     for path in reversed(list(user_files or [])):
         if key in read_yaml(path):
             return path
-    return "defaults"
+    return "the plugin's or the dataset's yaml files"
 
 
 def check_settings(config, model, config_dict=None, user_files=None, strict=True):

@@ -9,7 +9,7 @@ import os
 # other values would mix two different runs
 IDENTITY_KEYS = (
     "model", "dataset", "backbone", "backbone_layers", "architecture", "replace_freq",
-    "n_experts", "item_text_fields", "item_text_template", "item_text_max_tokens",
+    "item_text_fields", "item_text_max_tokens",
     "max_seq_items", "MAX_ITEM_LIST_LENGTH", "USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD",
     "load_col", "eval_args", "user_inter_num_interval", "item_inter_num_interval",
     "val_interval", "train_samples", "train_max_windows",
@@ -26,12 +26,14 @@ MAY_CHANGE_KEYS = ("epochs", "stopping_step", "nproc", "world_size")
 
 
 def dataset_files(config):
-    """The atomic files of ``config``'s dataset (``<data_path>/<dataset>.*``), sorted."""
+    """The files of ``config``'s dataset that RecBole reads (``<data_path>/<dataset>.<suffix>``
+    for ``.inter`` and the ``load_col`` suffixes, or ``.user``/``.item`` when it loads all) and
+    the dataset's own ``.yaml``, sorted; other files in the folder do not define the run."""
     folder, name = config["data_path"], config["dataset"]
-    if not os.path.isdir(folder):
-        return []
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if os.path.splitext(f)[0] == name and os.path.isfile(os.path.join(folder, f)))
+    load_col = config["load_col"]
+    suffixes = {"inter", "yaml"} | (set(load_col) if load_col else {"user", "item"})
+    paths = (os.path.join(folder, f"{name}.{suffix}") for suffix in suffixes)
+    return sorted(path for path in paths if os.path.isfile(path))
 
 
 def dataset_fingerprint(config):

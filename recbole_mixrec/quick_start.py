@@ -97,13 +97,13 @@ def set_default_negative_sampling(config):
     config._set_train_neg_sample_args()  # RecBole normalises this key while building a Config
 
 
-def _header(path):
+def _header(path, separator="\t"):
     # bad bytes further down are atomic_checks' to report, with their line
     with open(path, encoding="utf-8", errors="replace") as handle:
         line = handle.readline()
     if not line.strip():
         raise MixRecError(f"{path} is empty: an atomic file starts with a 'name:type' header line")
-    return line.rstrip("\r\n").split("\t")
+    return line.rstrip("\r\n").split(separator)
 
 
 def check_dataset_files(config):
@@ -136,7 +136,7 @@ def check_dataset_files(config):
         if not os.path.isfile(path):
             raise MixRecError(f"load_col names '{suffix}' fields but {path} does not exist")
         columns = {}
-        for column in _header(path):
+        for column in _header(path, config["field_separator"] or "\t"):
             name, _, ftype = column.partition(":")
             if ftype not in ATOMIC_TYPES:
                 raise MixRecError(
@@ -163,7 +163,8 @@ def reads_item_text(model):
 def check_interaction_fields(config, inter_file):
     """The user and item ids, and the time under a temporal split, must be loaded."""
     load_col = config["load_col"] or {}
-    loaded = load_col.get("inter") or [column.partition(":")[0] for column in _header(inter_file)]
+    header = _header(inter_file, config["field_separator"] or "\t")
+    loaded = load_col.get("inter") or [column.partition(":")[0] for column in header]
     needed = {"USER_ID_FIELD": config["USER_ID_FIELD"], "ITEM_ID_FIELD": config["ITEM_ID_FIELD"]}
     if (config["eval_args"] or {}).get("order") == "TO":
         needed["TIME_FIELD (eval_args order: TO)"] = config["TIME_FIELD"]

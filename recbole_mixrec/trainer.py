@@ -115,14 +115,8 @@ class WeightsOnlyCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.learning_curve = []
-        self._data_fingerprint = None
-
-    @property
-    def data_fingerprint(self):
-        """The dataset's content fingerprint, saved in checkpoints (computed once per run)."""
-        if self._data_fingerprint is None:
-            self._data_fingerprint = dataset_fingerprint(self.config)
-        return self._data_fingerprint
+        # the data as it was when this run read it (checkpoints carry it; a resume compares)
+        self.data_fingerprint = dataset_fingerprint(self.config)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

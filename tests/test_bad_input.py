@@ -100,6 +100,16 @@ def test_a_bad_setting_is_one_line_before_any_work(case, tmp_path, capsys):
     assert os.listdir(tmp_path) == []  # nothing was built: no backbone, no checkpoint
 
 
+def test_valid_settings_close_to_another_key_are_accepted():
+    """Keys RecBole reads in code but lists in no yaml (tail_ratio, eta) are known, not typos;
+    RecBole's stopping_step 0 (stop at the first non-improvement) is in range."""
+    from recbole_mixrec.quick_start import build_config
+
+    config = build_config("SASRec", "ml-100k", config_dict={"tail_ratio": 0.1, "eta": 0.6, "stopping_step": 0},
+                          strict=True)
+    assert config["stopping_step"] == 0
+
+
 YAML_FILES = {
     "missing": (None, "config file not found"),
     "malformed": ("epochs: 1\nlearning_rate: [0.1\n", "line 3: not valid YAML"),
@@ -263,6 +273,20 @@ def test_resuming_with_more_epochs_is_allowed_with_a_warning(trained_run, tmp_pa
         code = main(resumed + [f"--resume_file={copy / os.path.basename(last)}"])
     assert code == 0
     assert "resume: epochs changed from 1 to 2" in caplog.text
+
+
+def test_the_dataset_fingerprint_covers_the_files_recbole_reads_only(tmp_path):
+    from recbole_mixrec.fingerprint import dataset_fingerprint
+
+    folder = write_dataset(str(tmp_path))
+    config = {"data_path": folder, "dataset": "ds", "load_col": {"inter": ["user_id"], "item": ["item_id"]}}
+    before = dataset_fingerprint(config)
+    with open(os.path.join(folder, "ds.notes"), "w") as handle:  # a file RecBole never reads
+        handle.write("my notes")
+    assert dataset_fingerprint(config) == before
+    with open(os.path.join(folder, "ds.item"), "a") as handle:
+        handle.write("i99\tOne more\n")
+    assert dataset_fingerprint(config) != before
 
 
 def test_load_data_and_model_names_a_bad_checkpoint(tmp_path):

@@ -217,6 +217,22 @@ def test_a_corrupt_trials_line_is_named(data_root, tmp_path, bad_line, problem):
     assert objective.calls == []
 
 
+def test_a_last_line_cut_off_while_written_is_dropped_and_its_trial_runs_again(data_root, tmp_path, caplog):
+    search_dir = tmp_path / "search"
+    search(data_root, search_dir)
+    log = search_dir / "trials.jsonl"
+    kept = log.read_text(encoding="utf-8")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write('{"trial_id": 3, "z": [0, 1')  # the crash came before the newline
+    objective = Objective()
+    with caplog.at_level("WARNING"):
+        search(data_root, search_dir, objective, bo_iterations=4)
+    assert "cut off while being written" in caplog.text
+    assert len(objective.calls) == 1  # trial 3 again, then the log is whole
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert log.read_text(encoding="utf-8").startswith(kept) and len(lines) == 4
+
+
 # bad values -----------------------------------------------------------------------------------
 # build_config's own settings check (config_checks) or the search's (search/checks.py): either
 # way a one-line MixRecError naming the key, the value and what it must be

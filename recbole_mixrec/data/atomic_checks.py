@@ -8,7 +8,7 @@ error naming the file and the line. What RecBole may legitimately fill or drop i
 the log. All of it runs before the dataset, any mining or the model is built.
 """
 
-import csv
+import codecs
 import logging
 import os
 
@@ -34,17 +34,32 @@ def _bad_byte_line(path, encoding):
     return None, None
 
 
-def read_atomic(path, config):
-    """An atomic file as a DataFrame of strings (header ``name:type`` -> column ``name``), or a
-    one-line error naming the file and line."""
-    separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+def _check_encoding(path, encoding):
+    """The whole file decodes (pandas only decodes the columns it keeps)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
     try:
-        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
-                            encoding=encoding, engine="c")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         number, err = _bad_byte_line(path, encoding)
         raise MixRecError(f"{path} line {number}: not {encoding} text ({err.reason}: byte "
                           f"{err.object[err.start:err.start + 1]!r})") from None
+
+
+def read_atomic(path, config, fields=None):
+    """The ``fields`` of an atomic file (those its header has; None: all, which also checks
+    every row's field count) as a DataFrame of strings, read the way RecBole reads it (its
+    separator, quoting, encoding), or a one-line error naming the file and line."""
+    separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    _check_encoding(path, encoding)
+    header = _header_fields(path, separator)
+    wanted = None if fields is None else [column for column in header if column.partition(":")[0] in fields]
+    try:
+        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding=encoding,
+                            index_col=False, usecols=wanted,
+                            engine="c" if len(separator) == 1 else "python")
     except pd.errors.ParserError as err:  # e.g. "Expected 4 fields in line 7, saw 5"
         raise MixRecError(f"{path}: malformed row ({str(err).strip().splitlines()[-1]}); fields are "
                           f"separated by {separator!r}") from None
@@ -52,6 +67,11 @@ def read_atomic(path, config):
         raise MixRecError(f"{path} is empty: an atomic file starts with a 'name:type' header line") from None
     frame.columns = [str(column).partition(":")[0] for column in frame.columns]
     return frame.fillna("")  # a row with too few fields: the missing ones are empty
+
+
+def _header_fields(path, separator):
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().rstrip("\r\n").split(separator)
 
 
 def _first_bad(frame, column, bad):
@@ -79,23 +99,22 @@ def _require_numbers(path, frame, field, what):
         raise MixRecError(f"{path} line {line}: {what} field '{field}' is {value!r}, not a number")
 
 
-def _float_columns(path):
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        header = handle.readline().rstrip("\r\n").split("\t")
-    return [c.partition(":")[0] for c in header if c.partition(":")[2] == "float"]
+def _float_columns(path, separator):
+    return [c.partition(":")[0] for c in _header_fields(path, separator) if c.partition(":")[2] == "float"]
 
 
 def check_interactions(config, inter_path):
     """Required fields filled and numeric where they must be; enough users for the split.
     Returns the interactions (strings) for the item checks."""
-    frame = read_atomic(inter_path, config)
     uid, iid, time = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]
+    floats = _float_columns(inter_path, config["field_separator"] or "\t")
+    frame = read_atomic(inter_path, config)
     _require_filled(inter_path, frame, uid, "user")
     _require_filled(inter_path, frame, iid, "item")
     if (config["eval_args"] or {}).get("order") == "TO":
         _require_filled(inter_path, frame, time, "time")
         _require_numbers(inter_path, frame, time, "time")
-    for column in _float_columns(inter_path):
+    for column in floats:
         empty = int((frame[column].str.strip() == "").sum()) if column in frame else 0
         if empty and column != time:
             logger.warning("%s: %d empty values of the float field '%s' (RecBole fills them with the column mean)",
@@ -118,8 +137,8 @@ def check_interactions(config, inter_path):
 def check_items(config, item_path, interactions, needs_text):
     """Unique item ids; interactions whose item has no row counted (or refused where the model
     reads item text and ``item_text_missing`` is 'error')."""
-    frame = read_atomic(item_path, config)
     iid = config["ITEM_ID_FIELD"]
+    frame = read_atomic(item_path, config, {iid})  # item text can be large: the id column only
     if iid not in frame:
         return
     _require_filled(item_path, frame, iid, "item")

@@ -58,6 +58,15 @@ class TrialLog:
                     lines = list(handle)
             except (OSError, UnicodeDecodeError) as err:
                 raise MixRecError(f"cannot read trial log {path} ({type(err).__name__}: {err})") from None
+            if lines and not lines[-1].endswith("\n") and _parse_record(lines[-1], d)[1] is not None:
+                # a crash while appending: that trial never finished logging, so it runs again
+                logger.warning("%s: dropping its last line, cut off while being written (%d characters)",
+                               path, len(lines[-1]))
+                lines.pop()
+                partial = f"{path}.partial-{os.getpid()}"
+                with open(partial, "w", encoding="utf-8") as handle:
+                    handle.writelines(lines)
+                os.replace(partial, path)
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue

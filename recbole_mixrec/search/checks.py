@@ -38,7 +38,8 @@ STRATEGY_KEYS = ("bo_initial_points", "bo_surrogate", "bo_acquisition", "bo_ucb_
 # where and on what a run happens, or what every trial sets itself (epochs: bo_trial_epochs;
 # seed: bo_seed + trial id; architecture: the design): no part of what a trial measures.
 # data_path: the dataset's *content* is compared (its fingerprint), not where it lies.
-NOT_DEFINING_KEYS = HOUSEKEEPING_KEYS + ("epochs", "seed", "architecture")
+NOT_DEFINING_KEYS = HOUSEKEEPING_KEYS + ("epochs", "seed", "architecture", "item_encode_batch_size", "attention_impl",
+                                         "item_vector_disk_cache", "metric_decimal_place", "valid_untrained")
 MAX_LISTED = 6  # differences named in a refusal
 
 
