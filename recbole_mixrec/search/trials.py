@@ -9,8 +9,9 @@ plugin only loads ``properties/dataset/<dataset>.yaml`` for the exact name, henc
 (``load_col``, ``item_text_fields``, ...) travel in ``config_dict``.
 
 ``train_trial(spec, z, seed, trial_dir)`` runs one trial in this process; ``RayObjective``
-runs it as a Ray task (``.remote(z, seed, trial_dir)``), one CPU and ``bo_trial_threads``
-torch threads each, logging and stdout/stderr redirected to ``<trial_dir>/trial.log``.
+runs it as a Ray task (``.remote(z, seed, trial_dir)``) asking for ``bo_trial_threads`` CPUs and
+as many torch threads, and ``bo_trial_gpus`` GPUs (its ``gpu_id`` is what Ray assigned), logging and
+stdout/stderr redirected to ``<trial_dir>/trial.log``; ``ray.json`` there says which node ran it.
 """
 
 import contextlib
@@ -129,6 +130,7 @@ def prepare_trial_spec(model, dataset, config, search_dir, config_file_list=None
         "config_file_list": [os.path.abspath(f) for f in (config_file_list or [])],
         "config_dict": trial_dict,
         "threads": int(config["bo_trial_threads"] or 1),
+        "gpus": float(config["bo_trial_gpus"] or 0),
         "users_kept": kept,
     }
 
@@ -185,19 +187,35 @@ def train_trial(spec, z, seed, trial_dir):
 
 
 def _remote_trial(spec, z, seed, trial_dir):
+    import ray
+
     import recbole_mixrec  # noqa: F401  registers the plugin in the worker
 
+    context = ray.get_runtime_context()
+    # RecBole sets CUDA_VISIBLE_DEVICES from gpu_id: give it the GPUs Ray assigned ("" = CPU)
+    gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+    spec = dict(spec, config_dict=dict(spec["config_dict"], gpu_id=gpus))
+    with open(os.path.join(_made(trial_dir), "ray.json"), "w", encoding="utf-8") as handle:
+        json.dump({"node_id": context.get_node_id(), "gcs_address": context.gcs_address, "gpu_ids": gpus}, handle)
     return train_trial(spec, z, seed, trial_dir)
 
 
-class RayObjective:
-    """The BO objective as a Ray task: ``.remote(z, seed, trial_dir)`` -> ObjectRef (a float)."""
+def _made(folder):
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
-    def __init__(self, spec, num_cpus=1):
+
+class RayObjective:
+    """The BO objective as a Ray task: ``.remote(z, seed, trial_dir)`` -> ObjectRef (a float).
+    Each task asks Ray for ``spec['threads']`` CPUs and ``spec['gpus']`` GPUs (``bo_trial_threads``,
+    ``bo_trial_gpus``): on a cluster (``bo_ray_address``) Ray places trials where those are free."""
+
+    def __init__(self, spec):
         import ray
 
         self.spec = spec
-        self._task = ray.remote(num_cpus=num_cpus, max_retries=0)(_remote_trial)
+        self._task = ray.remote(num_cpus=int(spec.get("threads", 1)), num_gpus=float(spec.get("gpus", 0)),
+                                max_retries=0)(_remote_trial)
 
     def remote(self, z, seed, trial_dir):
         return self._task.remote(self.spec, list(z), int(seed), trial_dir)

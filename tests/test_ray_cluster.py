@@ -1,0 +1,85 @@
+"""The architecture search on an existing Ray cluster (``bo_ray_address``), as a user with a
+cluster runs it: a real head node started with ``ray start --head`` on 127.0.0.1, two real
+MixRec trials sent to its address, the cluster stopped at the end even on failure."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from recbole_mixrec.search import run_search
+
+pytestmark = pytest.mark.slow
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _wait_for_port(port, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"no Ray head on port {port} after {seconds} s")
+
+
+@pytest.fixture
+def ray_head(cache_dir):
+    pytest.importorskip("ray")
+    # a short temp dir: Ray's socket paths must stay under 107 characters (tmp_path is longer)
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    gcs, client, node_manager, object_manager, agent_listen, agent_grpc, metrics = _free_ports(7)
+    worker_low = _free_ports(1)[0] // 2 * 2
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+        "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--ray-client-server-port={client}",
+        f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+        f"--dashboard-agent-listen-port={agent_listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}", f"--min-worker-port={worker_low}",
+        f"--max-worker-port={worker_low + 50}", "--include-dashboard=false", "--num-cpus=2",
+        f"--temp-dir={temp_dir}", "--disable-usage-stats",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RECBOLE_MIXREC_CACHE=cache_dir)
+    head = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(gcs)
+        yield f"127.0.0.1:{gcs}"
+    finally:
+        # the head's SIGTERM handler stops its own processes; `ray stop` would stop every
+        # Ray instance of this user
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+
+
+def test_the_search_sends_its_trials_to_a_running_cluster(ray_head, tiny_config_dict, tmp_path):
+    config = dict(tiny_config_dict, max_seq_items=3, lambda_cl=0.0, bo_iterations=2, bo_initial_points=2,
+                  bo_parallel_trials=2, bo_subset_ratio=0.05, bo_trial_epochs=1, bo_ray_address=ray_head)
+    _, results = run_search("MixRec", "ml-100k", config_dict=config, search_dir=str(tmp_path))
+    records = results["records"]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records), records
+    for record in records:
+        placed = json.loads((tmp_path / "trials" / f"trial_{record['trial_id']:03d}" / "ray.json").read_text())
+        # ran on the cluster, not on a Ray started here (Ray names the head by this machine's
+        # address, so its port, a free one chosen above, identifies it)
+        assert placed["gcs_address"].rsplit(":", 1)[1] == ray_head.rsplit(":", 1)[1]
+        assert placed["gpu_ids"] == ""  # bo_trial_gpus 0: RecBole's gpu_id empty, a CPU trial
+    import ray
+
+    assert not ray.is_initialized()  # the search disconnected; the cluster is the fixture's to stop
