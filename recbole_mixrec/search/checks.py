@@ -30,7 +30,7 @@ TRIAL_FOLDERS = ("trials", "random_trials")
 
 # how much to run and where: a resumed search may change these (recorded, nothing refused)
 RESUMABLE_KEYS = ("bo_iterations", "bo_parallel_trials", "bo_ray_address", "bo_num_cpus",
-                  "bo_trial_threads", "bo_search_dir", "bo_random_baseline")
+                  "bo_trial_threads", "bo_trial_gpus", "bo_search_dir", "bo_random_baseline")
 # how the next designs are proposed: the logged trials stay valid measurements, so a resume may
 # change them; a warning names them
 STRATEGY_KEYS = ("bo_initial_points", "bo_surrogate", "bo_acquisition", "bo_ucb_beta",
