@@ -14,7 +14,7 @@ from recbole.utils import ModelType, get_model, get_trainer, init_logger, init_s
 
 from recbole_mixrec.checkpoint import check_resume, read_checkpoint
 from recbole_mixrec.config_checks import check_settings, read_settings_file
-from recbole_mixrec.data.atomic_checks import check_dataset_content
+from recbole_mixrec.data.atomic_checks import check_dataset_content, header_fields
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.properties import config_files, dataset_file, overall_file, read_yaml
 from recbole_mixrec.registry import BASELINE_MODELS, PLUGIN_MODELS
@@ -97,15 +97,6 @@ def set_default_negative_sampling(config):
     config._set_train_neg_sample_args()  # RecBole normalises this key while building a Config
 
 
-def _header(path, separator="\t"):
-    # bad bytes further down are atomic_checks' to report, with their line
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        line = handle.readline()
-    if not line.strip():
-        raise MixRecError(f"{path} is empty: an atomic file starts with a 'name:type' header line")
-    return line.rstrip("\r\n").split(separator)
-
-
 def check_dataset_files(config):
     """Clear errors for a missing dataset, a malformed header or an unknown ``load_col`` field."""
     dataset, data_path = config["dataset"], config["data_path"]
@@ -136,7 +127,7 @@ def check_dataset_files(config):
         if not os.path.isfile(path):
             raise MixRecError(f"load_col names '{suffix}' fields but {path} does not exist")
         columns = {}
-        for column in _header(path, config["field_separator"] or "\t"):
+        for column in header_fields(path, config["field_separator"] or "\t"):
             name, _, ftype = column.partition(":")
             if ftype not in ATOMIC_TYPES:
                 raise MixRecError(
@@ -163,7 +154,7 @@ def reads_item_text(model):
 def check_interaction_fields(config, inter_file):
     """The user and item ids, and the time under a temporal split, must be loaded."""
     load_col = config["load_col"] or {}
-    header = _header(inter_file, config["field_separator"] or "\t")
+    header = header_fields(inter_file, config["field_separator"] or "\t")
     loaded = load_col.get("inter") or [column.partition(":")[0] for column in header]
     needed = {"USER_ID_FIELD": config["USER_ID_FIELD"], "ITEM_ID_FIELD": config["ITEM_ID_FIELD"]}
     if (config["eval_args"] or {}).get("order") == "TO":

@@ -54,7 +54,7 @@ def read_atomic(path, config, fields=None):
     separator, quoting, encoding), or a one-line error naming the file and line."""
     separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
     _check_encoding(path, encoding)
-    header = _header_fields(path, separator)
+    header = header_fields(path, separator)
     wanted = None if fields is None else [column for column in header if column.partition(":")[0] in fields]
     try:
         frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding=encoding,
@@ -69,9 +69,14 @@ def read_atomic(path, config, fields=None):
     return frame.fillna("")  # a row with too few fields: the missing ones are empty
 
 
-def _header_fields(path, separator):
+def header_fields(path, separator="\t"):
+    """The ``name:type`` columns of an atomic file's header line."""
+    # bad bytes further down are reported by read_atomic, with their line
     with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.readline().rstrip("\r\n").split(separator)
+        line = handle.readline()
+    if not line.strip():
+        raise MixRecError(f"{path} is empty: an atomic file starts with a 'name:type' header line")
+    return line.rstrip("\r\n").split(separator)
 
 
 def _first_bad(frame, column, bad):
@@ -100,7 +105,7 @@ def _require_numbers(path, frame, field, what):
 
 
 def _float_columns(path, separator):
-    return [c.partition(":")[0] for c in _header_fields(path, separator) if c.partition(":")[2] == "float"]
+    return [c.partition(":")[0] for c in header_fields(path, separator) if c.partition(":")[2] == "float"]
 
 
 def check_interactions(config, inter_path):
