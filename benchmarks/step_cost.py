@@ -2,7 +2,7 @@
 
     python -m benchmarks.step_cost [--backbone smollm2-135m] [--layers 4] [--batch 4]
                                    [--items 20 50] [--tokens 30] [--repeats 3] [--device cpu]
-                                   [--separate]
+                                   [--separate] [--precision fp32 bf16] [--variants a c]
 
 On the same batch (``items`` history items of exactly ``tokens`` tokens each, per user) it
 prints ms per training step (forward + backward, L_seq) of
@@ -14,7 +14,10 @@ prints ms per training step (forward + backward, L_seq) of
 
 plus peak memory (CUDA: max allocated; CPU: peak RSS growth of a fresh child process per
 variant), and the ratios (c)/(a) (target <= 1.3) and (d)/(c) (target >= 1.5). The step
-excludes L_align and L_cl (extra item passes whose cost does not depend on the attention).
+excludes L_align and L_cl (extra item passes whose cost does not depend on the attention) and
+L_cf (a BPR step on the small CF model).
+``--precision bf16`` runs each step under ``torch.autocast`` in bfloat16 (weights stay fp32, as a
+bf16-autocast training run would keep them); ``--variants a c`` times only those variants.
 
 Timing: by default the four variants are built in one process and timed round-robin
 (a, b, c, d, a, b, ...; median per variant), so that drift of the machine (frequency, other
@@ -39,7 +42,7 @@ def _config(args, model):
 
     return build_config(model, "ml-100k", config_dict={
         "backbone": args.backbone, "backbone_layers": args.layers, "max_seq_items": args.items_now,
-        "item_text_max_tokens": args.tokens, "lambda_align": 0.0, "lambda_cl": 0.0,
+        "item_text_max_tokens": args.tokens, "lambda_align": 0.0, "lambda_cl": 0.0, "lambda_cf": 0.0,
         "show_progress": False, "device": args.device,
     })
 
@@ -65,6 +68,17 @@ def _fixed_length_items(model, tokens):
     model.item_token_ids = ids.to(model.item_token_ids.device)
     model.item_token_lengths = torch.full_like(model.item_token_lengths, tokens)
     model.item_token_lengths[0] = 0
+
+
+def _autocast(step, args):
+    """The step under bf16 autocast when asked (on CUDA; CPU autocast to bf16 is slower here)."""
+    if args.precision_now == "fp32":
+        return step
+
+    def autocast_step():
+        with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16):
+            step()
+    return autocast_step
 
 
 def _timed(step, repeats, device, warm_up=True):
@@ -109,14 +123,15 @@ def build_step(variant, args):
         embeds = llm.get_input_embeddings()(ids).detach().requires_grad_(True)
 
         def step():
-            llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state.sum().backward()
+            llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state.float().sum().backward()
+        return _autocast(step, args)
     else:
         model.train()
 
         def step():
             model.zero_grad(set_to_none=True)
             sum(model.calculate_loss(batch)).backward()
-    return step
+    return _autocast(step, args)
 
 
 def measure(variant, args, queue):
@@ -135,8 +150,8 @@ def measure(variant, args, queue):
 
 def time_round_robin(args):
     """ms/step per variant, all built in this process and timed in turns (median)."""
-    steps = {variant: build_step(variant, args) for variant in VARIANTS}
-    times = {variant: [] for variant in VARIANTS}
+    steps = {variant: build_step(variant, args) for variant in args.variant_names}
+    times = {variant: [] for variant in args.variant_names}
     for step in steps.values():
         step()  # warm-up
     for _ in range(args.repeats):
@@ -145,14 +160,27 @@ def time_round_robin(args):
     return {variant: sorted(t)[len(t) // 2] for variant, t in times.items()}
 
 
+def _result_of(child, queue, variant):
+    """The child's (ms, peak); a child that died without one (its traceback is above) ends
+    the benchmark instead of leaving the parent waiting forever."""
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except queues.Empty:
+            if not child.is_alive():
+                raise SystemExit(f"step_cost: variant {variant} failed (exit code {child.exitcode})")
+
+
 def run(args):
     context = mp.get_context("spawn")  # a fresh process per variant: honest peak memory
     rows = {}
-    for variant in VARIANTS:
+    for variant in args.variant_names:
         queue = context.Queue()
         child = context.Process(target=measure, args=(variant, args, queue))
         child.start()
-        rows[variant] = queue.get()
+        rows[variant] = _result_of(child, queue, variant)
         child.join()
     if not args.separate:
         times = time_round_robin(args)
@@ -170,20 +198,29 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--separate", action="store_true", help="time each variant in its own process")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                        help="bf16: each step under torch.autocast(bfloat16)")
+    parser.add_argument("--variants", nargs="+", choices=["a", "b", "c", "d"], default=["a", "b", "c", "d"])
     args = parser.parse_args(argv)
+    args.variant_names = [v for v in VARIANTS if v[0] in args.variants]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"backbone {args.backbone}, {args.layers} layers, batch {args.batch}, "
           f"{args.tokens} tokens/item, device {args.device}, torch threads {torch.get_num_threads()}, "
           f"timing {'one process per variant' if args.separate else 'round-robin in one process'}")
     for items in args.items:
-        args.items_now = items
-        rows = run(args)
-        print(f"\n{items} items x {args.tokens} tokens (~{items * (args.tokens + 1)} tokens/user)")
-        print(f"{'variant':<18}{'ms/step':>10}{'peak MiB':>10}")
-        for variant, (ms, peak) in rows.items():
-            print(f"{variant:<18}{ms:>10.1f}{peak:>10.0f}")
-        a, c, d = rows["a_backbone"][0], rows["c_mixrec_blocks"][0], rows["d_mixrec_dense"][0]
-        print(f"(c)/(a) = {c / a:.2f} (target <= 1.3)   (d)/(c) = {d / c:.2f} (target >= 1.5)")
+        for precision in args.precision:
+            args.items_now, args.precision_now = items, precision
+            rows = run(args)
+            print(f"\n{items} items x {args.tokens} tokens (~{items * (args.tokens + 1)} tokens/user), {precision}")
+            print(f"{'variant':<18}{'ms/step':>10}{'peak MiB':>10}")
+            for variant, (ms, peak) in rows.items():
+                print(f"{variant:<18}{ms:>10.1f}{peak:>10.0f}")
+            ms = {variant[0]: row[0] for variant, row in rows.items()}
+            if "a" in ms and "c" in ms:
+                print(f"(c)/(a) = {ms['c'] / ms['a']:.2f} (target <= 1.3)", end="   ")
+            if "c" in ms and "d" in ms:
+                print(f"(d)/(c) = {ms['d'] / ms['c']:.2f} (target >= 1.5)", end="")
+            print()
 
 
 if __name__ == "__main__":

@@ -10,4 +10,4 @@ AutoModelForCausalLM.from_config(config).save_pretrained("/tmp/smollm2-random")
 AutoTokenizer.from_pretrained(".gpu/shape").save_pretrained("/tmp/smollm2-random")
 PY
 python3 -W ignore -m benchmarks.step_cost --backbone /tmp/smollm2-random --layers 30 --batch 6 --separate \
-  --items ${ITEMS:-20 50} --repeats ${REPEATS:-10} 2>&1 | grep -v -E "Loading|Writing|Convert"
+  --items ${ITEMS:-20 50} --repeats ${REPEATS:-10} --variants ${VARIANTS:-a b c d} --precision ${PRECISION:-fp32} 2>&1 | grep -v -E "Loading|Writing|Convert"
