@@ -64,6 +64,8 @@ def main(root, out):
     with tarfile.open(tar_path, "w") as tar:
         for path in chosen:
             tar.add(path)
+    if os.path.getsize(tar_path) > MAX_PARTS * PART:  # tar headers on top of the budget
+        raise SystemExit(f"{tar_path} needs more than {MAX_PARTS} parts: lower BUDGET")
     with open(tar_path, "rb") as handle:
         for index in range(MAX_PARTS):
             chunk = handle.read(PART)

@@ -206,8 +206,9 @@ class DAMoELayer(nn.Module):
         q_t = self.causal_expert(proj.output(causal), x)
         p_t = self.context_expert(proj.output(context), x)
         beta = self.gate_weights(q_t, p_t)
-        # beta_1 q + beta_2 p with beta_2 = 1 - beta_1: one lerp kernel instead of two mul + add
-        hidden_states = hidden_states + torch.lerp(p_t, q_t, beta[..., :1])
+        # beta_1 q + beta_2 p with beta_2 = 1 - beta_1: one lerp kernel instead of two mul + add;
+        # lerp wants one dtype, and under CUDA bf16 autocast the gate's softmax comes out fp32
+        hidden_states = hidden_states + torch.lerp(p_t, q_t.to(p_t.dtype), beta[..., :1].to(p_t.dtype))
         y = proj.norm2(hidden_states)
         return hidden_states + self.rec_adapter(proj.mlp(y), y)
 
