@@ -50,6 +50,12 @@ def parse_args(argv):
     parser.add_argument("--resume_file", default=None, metavar="CHECKPOINT",
                         help="continue training from a checkpoint of this model and config "
                              "(<checkpoint>-last.pth: after its last validation)")
+    several = parser.add_argument_group("several processes (RecBole's run_recbole.py flags)")
+    several.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU, or CPU processes with gloo)")
+    several.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
+    several.add_argument("--ip", default="localhost", help="address of the machine running rank 0")
+    several.add_argument("--port", default="5678", help="free port on that machine")
+    several.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
     args, rest = parser.parse_known_args(argv)
     return args, split_files(args.config_files), config_entries(parser, rest)
 
@@ -72,8 +78,18 @@ def main(argv=None):
             # the final run trains on all users with the best architecture
             config_files = (config_files or []) + [found["best_architecture_file"]]
             config_dict = {k: v for k, v in config_dict.items() if not k.startswith("bo_")}
-        result = run_mixrec(args.model, args.dataset, config_files, config_dict, resume_file=args.resume_file,
-                            strict=True)
+        if args.nproc != 1 or args.world_size not in (-1, 1):
+            from recbole_mixrec import distributed
+            from recbole_mixrec.quick_start import build_config
+
+            config_dict.update(distributed.launch_settings(
+                args.nproc, args.world_size, args.ip, args.port, args.group_offset))
+            build_config(args.model, args.dataset, config_files, config_dict, strict=True)  # before any process
+            result = distributed.spawn(run_mixrec, args.nproc, (args.model, args.dataset, config_files, config_dict),
+                                       {"resume_file": args.resume_file, "strict": True})
+        else:
+            result = run_mixrec(args.model, args.dataset, config_files, config_dict, resume_file=args.resume_file,
+                                strict=True)
     except MixRecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

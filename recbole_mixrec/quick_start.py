@@ -12,6 +12,7 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import ModelType, get_model, get_trainer, init_logger, init_seed, set_color
 
+from recbole_mixrec import distributed
 from recbole_mixrec.checkpoint import check_resume, read_checkpoint
 from recbole_mixrec.config_checks import check_settings, read_settings_file
 from recbole_mixrec.data.atomic_checks import check_dataset_content, header_fields
@@ -208,7 +209,8 @@ def require_writable_folder(path, key):
         raise MixRecError(f"{key} {path} is not writable; set {key} to a writable folder")
 
 
-def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None, strict=False):
+def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None, strict=False,
+               local_rank=None):
     """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
 
     Works for the plugin's models and for RecBole's (baselines get the same split, metrics
@@ -216,10 +218,14 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     ``config_dict`` last. ``resume_file``: a checkpoint of this model and config to continue
     from (weights, optimizer, epoch, early-stopping state); one trained on other data or with
     other defining settings is refused (``checkpoint.check_resume``). ``strict``: see
-    ``build_config``.
+    ``build_config``. ``local_rank``: this process's rank on this node in a distributed run
+    (``distributed.spawn`` sets it; ``config_dict`` then holds ``nproc``, ``world_size``,
+    ``ip``, ``port`` and ``offset``).
     """
     checkpoint = read_checkpoint(resume_file) if resume_file else None
     config = build_config(model, dataset, config_file_list, config_dict, strict=strict)
+    if local_rank is not None:
+        distributed.join_process_group(config, local_rank)
     if checkpoint is not None:
         check_resume(resume_file, checkpoint, config)
         del checkpoint
@@ -250,7 +256,10 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     )
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    # distributed: every rank's hash of its trainable weights (DDP keeps them equal)
+    digests = None if config["single_spec"] else distributed.all_digests(model)
     return {
+        "rank_weight_digests": digests,
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
@@ -276,4 +285,8 @@ def load_data_and_model(model_file):
     read_checkpoint(model_file)  # a missing, truncated or foreign file: one line, not a traceback
     from recbole.quick_start import load_data_and_model as recbole_load
 
-    return recbole_load(model_file)
+    loaded = recbole_load(model_file)
+    # RecBole's metrics use numpy aliases (np.float) that only Config.__init__ restores; an
+    # unpickled Config skips it, so evaluating in a fresh process failed
+    loaded[0].compatibility_settings()
+    return loaded

@@ -4,6 +4,7 @@ Everything else (progress bars, gradient clipping via ``clip_grad_norm``, full-r
 evaluation, early stopping, best-checkpoint saving) is RecBole's own ``Trainer`` unchanged.
 """
 
+import copy
 import math
 import os
 import random
@@ -12,10 +13,12 @@ import warnings
 
 import numpy as np
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.optim.lr_scheduler import LambdaLR
 
+from recbole_mixrec import distributed
 from recbole_mixrec.checkpoint import read_checkpoint
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.fingerprint import dataset_fingerprint
@@ -112,11 +115,52 @@ class WeightsOnlyCheckpointMixin:
     _fit_seconds = 0.0
     _fit_started = None
 
+    _exact_eval = False
+
     def __init__(self, config, model):
-        super().__init__(config, model)
+        several = distributed.is_distributed(config)
+        if several:
+            # RecBole's own wrap pins DDP to a GPU (device_ids=[local_rank]): ours also runs on CPU
+            config["single_spec"] = True
+        try:
+            super().__init__(config, model)
+        finally:
+            config["single_spec"] = not several
+        if several:
+            self.distributed_model = distributed.wrap_model(self.model, config)
+            # the file name holds the second each rank started: rank 0's is the one written
+            self.saved_model_file = distributed.broadcast_object(self.saved_model_file)
         self.learning_curve = []
         # the data as it was when this run read it (checkpoints carry it; a resume compares)
         self.data_fingerprint = dataset_fingerprint(self.config)
+
+    def sync_grad_loss(self):
+        """RecBole adds every parameter x 0 to the loss so that DDP sees each one used; the
+        frozen backbone needs no gradient: only the trainable weights here."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return sum((p.sum() * 0 for p in params), torch.zeros((), device=self.device))
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if self.config["single_spec"] or not eval_data:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if load_best_model:
+            distributed.barrier()  # rank 0 may still be writing the best checkpoint
+        collector, exact = self.eval_collector, isinstance(eval_data, FullSortEvalDataLoader)
+        get_data_struct = collector.get_data_struct
+        if exact:  # every rank's users once, then the metrics over all of them (no averaging)
+            collector.get_data_struct = lambda: distributed.gather_eval_rows(get_data_struct(), eval_data.sample_size)
+        self._exact_eval = exact
+        try:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        finally:
+            collector.get_data_struct = get_data_struct
+            self._exact_eval = False
+
+    def _map_reduce(self, result, num_sample):
+        # RecBole's average of the ranks' rounded metrics, weighted by batch counts: not needed
+        # when the rows were gathered (full ranking)
+        return result if self._exact_eval else super()._map_reduce(result, num_sample)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
@@ -142,9 +186,19 @@ class WeightsOnlyCheckpointMixin:
         running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
         return self.time_before_resume_s + self._fit_seconds + running
 
+    def _saved_config(self):
+        """The config a checkpoint holds: a distributed run's as one process would have it, so
+        that ``load_data_and_model`` and ``--resume_file`` work with any process count."""
+        if self.config["single_spec"]:
+            return self.config
+        config = copy.copy(self.config)
+        config.final_config_dict = dict(self.config.final_config_dict)
+        config["single_spec"], config["local_rank"] = True, 0
+        return config
+
     def _checkpoint_state(self, epoch):
         return {
-            "config": self.config,
+            "config": self._saved_config(),
             "epoch": epoch,
             "cur_step": self.cur_step,
             "training_time_s": self.training_time_s,
@@ -337,6 +391,8 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
             self.model.prepare_training(train_data)
         if loader_state is not None:
             loader_generator.set_state(loader_state)
+        if not self.config["single_spec"]:
+            distributed.broadcast_trainable_state(self.model)  # each rank saw its own shard
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         """Name each loss part (``model.loss_names``) instead of numbering it."""

@@ -1,0 +1,103 @@
+"""Two CPU processes (gloo) on RecBole's distributed path: training, checkpoints, exact
+evaluation, equal weights on both ranks, resume, baselines, and errors as one line."""
+
+import os
+import socket
+
+import pytest
+import torch
+from recbole.utils import get_trainer
+
+from recbole_mixrec import distributed
+from recbole_mixrec.cli import main as cli_main
+from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.quick_start import load_data_and_model, run_mixrec
+from recbole_mixrec.trainer import with_plugin_checkpoints
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def launch(model, config_dict, nproc=2, resume_file=None):
+    settings = distributed.launch_settings(nproc, -1, "127.0.0.1", free_port(), 0)
+    return distributed.spawn(run_mixrec, nproc, (model, "ml-100k", None, {**config_dict, **settings}),
+                             {"resume_file": resume_file})
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_config_dict, tmp_path_factory):
+    config_dict = {**tiny_config_dict, "checkpoint_dir": str(tmp_path_factory.mktemp("dist")),
+                   "train_batch_size": 32}
+    return config_dict, launch("MixRec", config_dict)
+
+
+def evaluate_in_one_process(model_file):
+    config, model, _, _, _, test_data = load_data_and_model(model_file)
+    assert config["single_spec"] and config["local_rank"] == 0  # saved as one process would
+    trainer = with_plugin_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    return trainer.evaluate(test_data, load_best_model=False)
+
+
+def test_two_processes_train_and_keep_equal_weights(two_process_run):
+    _, result = two_process_run
+    digests = result["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert os.path.isfile(result["saved_model_file"])
+    assert os.path.isfile(result["saved_model_file"].replace(".pth", "-last.pth"))
+    assert [point["epoch"] for point in result["learning_curve"]] == [0]
+
+
+def test_two_process_evaluation_equals_one_process(two_process_run):
+    _, result = two_process_run
+    single = evaluate_in_one_process(result["saved_model_file"])
+    assert set(single) == set(result["test_result"])
+    for metric, value in single.items():
+        assert result["test_result"][metric] == pytest.approx(value, abs=1e-4), metric
+
+
+def test_checkpoint_holds_no_frozen_weights(two_process_run):
+    _, result = two_process_run
+    state = torch.load(result["saved_model_file"], map_location="cpu", weights_only=True)["state_dict"]
+    _, model, *_ = load_data_and_model(result["saved_model_file"])
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert frozen and not frozen & set(state)
+    assert trainable <= set(state)
+
+
+def test_resume_with_two_processes_continues_after_the_last_epoch(two_process_run):
+    config_dict, result = two_process_run
+    resumed = launch("MixRec", {**config_dict, "epochs": 2},
+                     resume_file=result["saved_model_file"].replace(".pth", "-last.pth"))
+    assert [point["epoch"] for point in resumed["learning_curve"]] == [0, 1]  # epoch 0 not trained again
+    assert resumed["rank_weight_digests"][0] == resumed["rank_weight_digests"][1]
+
+
+@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
+def test_recbole_baselines_run_in_two_processes(model, tiny_config_dict, tmp_path):
+    result = launch(model, {"epochs": 1, "show_progress": False, "checkpoint_dir": str(tmp_path),
+                            "MAX_ITEM_LIST_LENGTH": 20, "train_batch_size": 512, "eval_batch_size": 512})
+    assert result["rank_weight_digests"][0] == result["rank_weight_digests"][1]
+    single = evaluate_in_one_process(result["saved_model_file"])
+    for metric, value in single.items():
+        assert result["test_result"][metric] == pytest.approx(value, abs=1e-4), metric
+
+
+def test_a_rank_error_is_one_line(tiny_config_dict):
+    with pytest.raises(MixRecError, match=r"rank \d: dist_backend: nccl needs GPUs") if not torch.cuda.is_available() \
+            else pytest.raises(MixRecError):
+        launch("MixRec", {**tiny_config_dict, "dist_backend": "nccl"})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nproc=0"], "--nproc=0: expected an integer >= 1"),
+    (["--nproc=2", "--world_size=1"], "--world_size=1 is smaller than --nproc=2"),
+    (["--nproc=2", "--group_offset=1"], "--group_offset=1: expected 0..0"),
+    (["--nproc=2", "--dist_backend=mpi"], "dist_backend"),
+])
+def test_bad_launch_settings_are_refused_before_any_process(argv, message, capsys):
+    assert cli_main(["--model=MixRec", "--dataset=ml-100k", "--backbone=tiny-random", *argv]) == 2
+    assert message in capsys.readouterr().err
