@@ -196,6 +196,8 @@ def init_run_logger(config):
     for handler in [h for h in root.handlers if made_by_recbole(h)]:
         root.removeHandler(handler)
         handler.close()
+    # RecBole checks, then creates ./log/<model>: two ranks of a first distributed run race there
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     init_logger(config)
 
 

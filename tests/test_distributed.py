@@ -76,14 +76,38 @@ def test_resume_with_two_processes_continues_after_the_last_epoch(two_process_ru
     assert resumed["rank_weight_digests"][0] == resumed["rank_weight_digests"][1]
 
 
-@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
-def test_recbole_baselines_run_in_two_processes(model, tiny_config_dict, tmp_path):
-    result = launch(model, {"epochs": 1, "show_progress": False, "checkpoint_dir": str(tmp_path),
-                            "MAX_ITEM_LIST_LENGTH": 20, "train_batch_size": 512, "eval_batch_size": 512})
+BASELINE = {"epochs": 1, "show_progress": False, "MAX_ITEM_LIST_LENGTH": 20, "train_batch_size": 512,
+            "eval_batch_size": 512}
+# 5-star ratings only (~21k interactions): RecBole's every-prefix samples stay few
+FIVE_STARS = {"val_interval": {"rating": "[5,5]"}}
+OTHER_MODELS = {
+    "SASRec": BASELINE,
+    "GRU4Rec": BASELINE,
+    "BERT4Rec": {**BASELINE, **FIVE_STARS},
+    "FDSA": {**BASELINE, **FIVE_STARS},
+    "Hydra": {**BASELINE, **FIVE_STARS, "hidden_size": 32, "n_layers": 1, "n_heads": 2, "head_size": 8,
+              "d_state": 4, "expand": 1},
+}
+
+
+@pytest.mark.parametrize("model", sorted(OTHER_MODELS))
+def test_baselines_and_hydra_run_in_two_processes(model, tmp_path):
+    result = launch(model, {**OTHER_MODELS[model], "checkpoint_dir": str(tmp_path)})
     assert result["rank_weight_digests"][0] == result["rank_weight_digests"][1]
     single = evaluate_in_one_process(result["saved_model_file"])
     for metric, value in single.items():
         assert result["test_result"][metric] == pytest.approx(value, abs=1e-4), metric
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("LLMRec", {}), ("MixRec_base", {}),
+    ("LiteLLM4Rec", {"MAX_ITEM_LIST_LENGTH": 20, "max_seq_items": 20, "sequence_layers": 1,
+                     "sequence_hidden_size": 32, "item_encode_batch_size": 256}),
+])
+def test_llm_models_run_in_two_processes(model, extra, tiny_config_dict, tmp_path):
+    result = launch(model, {**tiny_config_dict, **extra, "checkpoint_dir": str(tmp_path), "train_batch_size": 32})
+    assert result["rank_weight_digests"][0] == result["rank_weight_digests"][1]
+    assert os.path.isfile(result["saved_model_file"])
 
 
 def test_a_rank_error_is_one_line(tiny_config_dict):
