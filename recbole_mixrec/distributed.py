@@ -48,14 +48,16 @@ def join_process_group(config, local_rank):
     device, and set the keys RecBole's trainer and data loaders read."""
     backend = backend_for(config)
     rank = local_rank + config["offset"]
+    on_gpu = config["use_gpu"] and torch.cuda.is_available()
+    if on_gpu:
+        if local_rank >= torch.cuda.device_count():
+            raise MixRecError(f"--nproc={config['nproc']} but gpu_id '{config['gpu_id']}' makes "
+                              f"{torch.cuda.device_count()} GPUs visible: list one per process")
+        torch.cuda.set_device(local_rank)  # before the group: NCCL binds to the current device
+    device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=config["world_size"],
                                 init_method=f"tcp://{config['ip']}:{config['port']}")
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cuda", local_rank) if config["use_gpu"] and torch.cuda.is_available() else torch.device("cpu")
     config["local_rank"] = local_rank
     config["single_spec"] = False
     config["device"] = device
