@@ -84,7 +84,8 @@ def main(argv=None):
 
             config_dict.update(distributed.launch_settings(
                 args.nproc, args.world_size, args.ip, args.port, args.group_offset))
-            build_config(args.model, args.dataset, config_files, config_dict, strict=True)  # before any process
+            config = build_config(args.model, args.dataset, config_files, config_dict, strict=True)
+            distributed.check_distributed(config)  # before any process starts
             result = distributed.spawn(run_mixrec, args.nproc, (args.model, args.dataset, config_files, config_dict),
                                        {"resume_file": args.resume_file, "strict": True})
         else:

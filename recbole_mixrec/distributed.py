@@ -16,6 +16,7 @@ cannot do, and this module adds:
 """
 
 import hashlib
+import math
 import os
 import sys
 import traceback
@@ -38,14 +39,29 @@ def backend_for(config):
     backend = config["dist_backend"] or "auto"
     if backend == "auto":
         return "nccl" if config["use_gpu"] and torch.cuda.is_available() else "gloo"
-    if backend == "nccl" and not torch.cuda.is_available():
-        raise MixRecError("dist_backend: nccl needs GPUs; this machine has none (use gloo or auto)")
+    if backend == "nccl" and not (config["use_gpu"] and torch.cuda.is_available()):
+        raise MixRecError("dist_backend: nccl needs a run on GPUs (use_gpu and a GPU here); use gloo or auto")
     return backend
+
+
+def check_distributed(config):
+    """What a distributed run cannot do, refused before any process starts (and in each rank)."""
+    from recbole.utils import ModelType
+
+    backend_for(config)
+    if config["MODEL_TYPE"] == ModelType.TRADITIONAL:
+        # Pop and the like count the data in plain tensors that no process group reduces
+        raise MixRecError(f"{config['model']} has nothing to train in parallel: run it with one process")
+    cached = [key for key in ("save_dataset", "save_dataloaders") if config[key]]
+    if cached or config["dataloaders_save_path"]:
+        # RecBole's saved dataloaders are not sharded, and every rank would write the same file
+        raise MixRecError(f"{', '.join(cached) or 'dataloaders_save_path'} cannot be used with several processes")
 
 
 def join_process_group(config, local_rank):
     """Make ``config`` (built as a single process) this rank's: join the process group, pick the
     device, and set the keys RecBole's trainer and data loaders read."""
+    check_distributed(config)
     backend = backend_for(config)
     rank = local_rank + config["offset"]
     on_gpu = config["use_gpu"] and torch.cuda.is_available()
@@ -75,14 +91,11 @@ def wrap_model(model, config):
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def broadcast_trainable_state(model):
-    """Rank 0's trainable weights and buffers to every rank (after a start computed from each
-    rank's own shard of the data, such as MixRec's item head)."""
-    for param in model.parameters():
-        if param.requires_grad:
-            dist.broadcast(param.data, src=0)
-    for buffer in model.buffers():
-        dist.broadcast(buffer.data, src=0)
+def broadcast_state(model):
+    """Rank 0's weights and buffers to every rank, once, after a start computed from each rank's
+    own shard of the data (MixRec's item head, a pre-trained frozen CF model)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(tensor.data, src=0)
 
 
 def barrier():
@@ -119,11 +132,16 @@ def gather_eval_rows(struct, sample_size):
     world, rank = dist.get_world_size(), dist.get_rank()
     for key in [k for k in struct._data_dict if k.startswith("rec.") or k == "data.label"]:
         rows = struct.get(key)
+        if rows.shape[0] != math.ceil(sample_size / world):
+            raise MixRecError(f"evaluation rows of rank {rank}: {rows.shape[0]}, expected a "
+                              f"{world}-way shard of {sample_size} (are the loaders sharded?)")
         positions = rank + world * torch.arange(rows.shape[0])
-        local = rows[positions < sample_size].cpu()
+        keep = positions < sample_size
         parts = [None] * world
-        dist.all_gather_object(parts, local)
-        struct.set(key, torch.cat(parts, dim=0))
+        dist.all_gather_object(parts, (positions[keep], rows[keep].cpu()))
+        # back in the one-process order: the metrics' sums then add up in the same order
+        order = torch.cat([p for p, _ in parts]).argsort()
+        struct.set(key, torch.cat([r for _, r in parts], dim=0)[order].to(rows.device))
     return struct
 
 
@@ -166,18 +184,21 @@ def spawn(run, nproc, args=(), kwargs=None):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     procs = mp.start_processes(_worker, args=(run, args, kwargs or {}, queue), nprocs=nproc,
                                join=False, start_method="spawn")
-    errors, result = [], None
+    messages, died = [], []
+
+    def drain():  # while waiting too: a large result would fill the pipe and block rank 0
+        while not queue.empty():
+            messages.append(queue.get())
+
     try:
-        while not procs.join():
-            pass
+        while not procs.join(timeout=1):
+            drain()
     except Exception as err:  # noqa: BLE001  a worker died: its message is in the queue or the log
-        errors.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-    while not queue.empty():
-        status, value = queue.get()
-        if status == "ok":
-            result = value
-        else:
-            errors.insert(0, value)
-    if errors or result is None:
+        died.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    drain()
+    results = [value for status, value in messages if status == "ok"]
+    # the first rank to fail wrote first; the others' errors (connection closed) follow it
+    errors = [value for status, value in messages if status == "error"] + died
+    if errors or not results:
         raise MixRecError("distributed run failed: " + (errors[0] if errors else "rank 0 returned nothing"))
-    return result
+    return results[0]

@@ -8,6 +8,7 @@ import copy
 import math
 import os
 import random
+import socket
 import time
 import warnings
 
@@ -35,7 +36,8 @@ def warmup_cosine(step, total_steps, warmup_steps):
 def save_atomically(state, path):
     """``torch.save`` to a temporary file, then rename: a run killed while saving leaves the
     previous checkpoint intact instead of a truncated one."""
-    partial = f"{path}.partial"
+    # per process: the first process of every machine writes (a shared file system sees several)
+    partial = f"{path}.partial.{socket.gethostname()}.{os.getpid()}"
     try:
         torch.save(state, partial)
     except BaseException:
@@ -392,7 +394,7 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
         if loader_state is not None:
             loader_generator.set_state(loader_state)
         if not self.config["single_spec"]:
-            distributed.broadcast_trainable_state(self.model)  # each rank saw its own shard
+            distributed.broadcast_state(self.model)  # each rank saw its own shard
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         """Name each loss part (``model.loss_names``) instead of numbering it."""

@@ -111,7 +111,7 @@ def test_llm_models_run_in_two_processes(model, extra, tiny_config_dict, tmp_pat
 
 
 def test_a_rank_error_is_one_line(tiny_config_dict):
-    with pytest.raises(MixRecError, match=r"rank \d: dist_backend: nccl needs GPUs") if not torch.cuda.is_available() \
+    with pytest.raises(MixRecError, match=r"rank \d: dist_backend: nccl needs a run on GPUs") if not torch.cuda.is_available() \
             else pytest.raises(MixRecError):
         launch("MixRec", {**tiny_config_dict, "dist_backend": "nccl"})
 
@@ -121,7 +121,9 @@ def test_a_rank_error_is_one_line(tiny_config_dict):
     (["--nproc=2", "--world_size=1"], "--world_size=1 is smaller than --nproc=2"),
     (["--nproc=2", "--group_offset=1"], "--group_offset=1: expected 0..0"),
     (["--nproc=2", "--dist_backend=mpi"], "dist_backend"),
+    (["--nproc=2", "--model=Pop"], "Pop has nothing to train in parallel"),
+    (["--nproc=2", "--save_dataloaders=True"], "save_dataloaders cannot be used with several processes"),
 ])
 def test_bad_launch_settings_are_refused_before_any_process(argv, message, capsys):
-    assert cli_main(["--model=MixRec", "--dataset=ml-100k", "--backbone=tiny-random", *argv]) == 2
+    assert cli_main(["--model=MixRec", "--dataset=ml-100k", "--backbone=tiny-random", *argv]) == 2  # last --model wins
     assert message in capsys.readouterr().err
