@@ -26,14 +26,6 @@ import torch.distributed as dist
 
 from recbole_mixrec.errors import MixRecError
 
-# what a user passes (RecBole's run_recbole.py names) -> RecBole's config keys
-LAUNCH_KEYS = {"nproc": "nproc", "world_size": "world_size", "ip": "ip", "port": "port", "group_offset": "offset"}
-
-
-def is_distributed(config):
-    return not config["single_spec"]
-
-
 def backend_for(config):
     """``dist_backend``: 'auto' picks NCCL when this run uses GPUs, gloo otherwise."""
     backend = config["dist_backend"] or "auto"
@@ -45,10 +37,11 @@ def backend_for(config):
 
 
 def check_distributed(config):
-    """What a distributed run cannot do, refused before any process starts (and in each rank)."""
+    """What a distributed run cannot do, refused before any process starts (and in each rank);
+    returns the process group backend."""
     from recbole.utils import ModelType
 
-    backend_for(config)
+    backend = backend_for(config)
     if config["MODEL_TYPE"] == ModelType.TRADITIONAL:
         # Pop and the like count the data in plain tensors that no process group reduces
         raise MixRecError(f"{config['model']} has nothing to train in parallel: run it with one process")
@@ -56,13 +49,13 @@ def check_distributed(config):
     if cached or config["dataloaders_save_path"]:
         # RecBole's saved dataloaders are not sharded, and every rank would write the same file
         raise MixRecError(f"{', '.join(cached) or 'dataloaders_save_path'} cannot be used with several processes")
+    return backend
 
 
 def join_process_group(config, local_rank):
     """Make ``config`` (built as a single process) this rank's: join the process group, pick the
     device, and set the keys RecBole's trainer and data loaders read."""
-    check_distributed(config)
-    backend = backend_for(config)
+    backend = check_distributed(config)
     rank = local_rank + config["offset"]
     on_gpu = config["use_gpu"] and torch.cuda.is_available()
     if on_gpu:

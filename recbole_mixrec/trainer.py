@@ -120,7 +120,7 @@ class WeightsOnlyCheckpointMixin:
     _exact_eval = False
 
     def __init__(self, config, model):
-        several = distributed.is_distributed(config)
+        several = not config["single_spec"]
         if several:
             # RecBole's own wrap pins DDP to a GPU (device_ids=[local_rank]): ours also runs on CPU
             config["single_spec"] = True

@@ -1,6 +1,7 @@
 """Shared fixtures: offline HuggingFace, a private model cache, small real RecBole datasets."""
 
 import os
+import socket
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests may reach a hub
 
@@ -62,3 +63,15 @@ def write_atomic(folder, name, inter_rows, item_rows, item_header="item_id:token
         handle.write(item_header + "\n")
         handle.writelines("\t".join(map(str, row)) + "\n" for row in item_rows)
     return folder
+
+
+def free_ports(count=1):
+    """``count`` ports free on 127.0.0.1 now (all held open together, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -2,10 +2,10 @@
 evaluation, equal weights on both ranks, resume, baselines, and errors as one line."""
 
 import os
-import socket
 
 import pytest
 import torch
+from conftest import free_ports
 from recbole.utils import get_trainer
 
 from recbole_mixrec import distributed
@@ -15,14 +15,8 @@ from recbole_mixrec.quick_start import load_data_and_model, run_mixrec
 from recbole_mixrec.trainer import with_plugin_checkpoints
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
 def launch(model, config_dict, nproc=2, resume_file=None):
-    settings = distributed.launch_settings(nproc, -1, "127.0.0.1", free_port(), 0)
+    settings = distributed.launch_settings(nproc, -1, "127.0.0.1", free_ports()[0], 0)
     return distributed.spawn(run_mixrec, nproc, (model, "ml-100k", None, {**config_dict, **settings}),
                              {"resume_file": resume_file})
 

@@ -12,19 +12,10 @@ import time
 
 import pytest
 
+from conftest import free_ports
 from recbole_mixrec.search import run_search
 
 pytestmark = pytest.mark.slow
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _wait_for_port(port, seconds=90):
@@ -42,8 +33,8 @@ def ray_head(cache_dir):
     pytest.importorskip("ray")
     # a short temp dir: Ray's socket paths must stay under 107 characters (tmp_path is longer)
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    gcs, client, node_manager, object_manager, agent_listen, agent_grpc, metrics = _free_ports(7)
-    worker_low = _free_ports(1)[0] // 2 * 2
+    gcs, client, node_manager, object_manager, agent_listen, agent_grpc, metrics = free_ports(7)
+    worker_low = free_ports(1)[0] // 2 * 2
     command = [
         os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
         "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--ray-client-server-port={client}",

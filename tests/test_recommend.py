@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from conftest import free_ports
 from recbole_mixrec.quick_start import isolated_argv, load_data_and_model, run_mixrec
 from recbole_mixrec.recommend import Recommender, RecommendError, main as recommend_main
 
@@ -299,11 +300,7 @@ def test_service_under_concurrent_load(server, loaded):
 
 def test_serve_command_line(checkpoints):
     """``python -m recbole_mixrec.serve`` loads, answers on 127.0.0.1 and stops on SIGTERM."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_ports()[0]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "recbole_mixrec.serve", "--checkpoint", checkpoints["SASRec"], "--port", str(port)],
