@@ -33,6 +33,7 @@ LEVERS = {
     "cf-no-seq-grad": ("only L_cf trains the CF embeddings", {"cf_seq_grad": False}),
     "align-32": ("L_align over 32 items per batch", {"align_batch_size": 32}),
     "no-cf": ("no CF injection", {"cf_model": "none", "lambda_cf": 0.0}),
+    "cl-4": ("L_cl anchors from 4 of the batch's sequences, not all", {"cl_batch_size": 4}),
 }
 FIELDS = ("lever", "what", "train_loss", "valid_untrained", "valid_mrr@10", "test_ndcg@10", "test_recall@10",
           "test_mrr@10", "wall_time_s", "overrides")

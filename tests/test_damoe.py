@@ -6,6 +6,7 @@ import torch
 
 from recbole_mixrec.model.attention import ExpertMasks, expert_attention
 from recbole_mixrec.model.damoe import AdapterExpert, damoe_layer_indices, parse_architecture
+from recbole_mixrec.model.inputs import next_item_labels
 from recbole_mixrec.model import mixrec
 from recbole_mixrec.model.losses import alignment_loss, info_nce
 from recbole_mixrec.model.masks import causal_mask, context_mask
@@ -346,3 +347,22 @@ def test_calculate_loss_takes_l_align_and_l_cl_from_losses_py(ml100k_config, spl
     _, loss_align, loss_cl, _ = model.calculate_loss(batch)
     assert loss_align.item() == pytest.approx(3.0 * model.lambda_align)
     assert loss_cl.item() == pytest.approx(5.0 * 0.5)
+
+
+@pytest.mark.parametrize("cl_batch_size", [None, 2])
+def test_l_cl_anchors_come_from_at_most_cl_batch_size_sequences(ml100k_config, splits, batch, cl_batch_size):
+    model = _model(ml100k_config, splits, lambda_cl=0.5, cl_batch_size=cl_batch_size)
+    seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    _, window, count = model(seq, length, batch[model.USER_ID])
+    labels = next_item_labels(window, count, batch[model.POS_ITEM_ID])
+    # a hidden state that names its own sequence, so each anchor tells where it was drawn
+    rows = torch.arange(labels.shape[0], dtype=torch.float)
+    hidden = rows.view(-1, 1, 1).expand(*labels.shape, model.hidden_size)
+    eligible = ((model.hard_negative_sizes[labels] * (labels > 0)) > 0).any(1).nonzero().squeeze(1)
+    assert eligible.numel() > 2
+    anchors, items, _ = model._sample_contrastive(hidden, labels)
+    drawn = anchors[:, 0].long()
+    assert set(drawn.tolist()) <= set(eligible.tolist())
+    assert len(drawn) == len(set(drawn.tolist())) == (eligible.numel() if cl_batch_size is None else 2)
+    # every anchor's first item is the label at its position, the rest its hard negatives
+    assert all(int(item) in labels[row].tolist() for item, row in zip(items[:, 0], drawn))

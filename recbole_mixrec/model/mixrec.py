@@ -37,7 +37,8 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
     NOTE: the frozen backbone's weights are not part of ``state_dict()``; checkpoints hold the
     trainable weights only and the backbone is rebuilt from the ``backbone`` config key.
     L_seq, L_align, L_cl and L_cf are means, not sums. The items encoded for L_align in a
-    batch are the items the batch predicts (at most ``align_batch_size``). CF vectors have no
+    batch are the items the batch predicts (at most ``align_batch_size``); L_cl's anchors come
+    from at most ``cl_batch_size`` sequences of the batch (None: all). CF vectors have no
     position (no rotary embedding); the context expert sees them, the causal expert only with
     ``cf_in_causal`` (the paper's MASK_causal excludes them). Alignment inputs see their own
     item's CF vector (``cf_in_align``, spec 3.2 decision). L_cf is BPR over ``cf_batch_size``
@@ -69,6 +70,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.lambda_cl = config["lambda_cl"] or 0.0
         self.cl_n_s = config["cl_n_s"]
         self.cl_n_neg = config["cl_n_neg"]
+        self.cl_batch_size = config["cl_batch_size"]
         self.cl_temperature = config["cl_temperature"]
         self.cf_model_name = config["cf_model"] if self.use_damoe else "none"
         self.cf_embedding_size = config["cf_embedding_size"]
@@ -329,7 +331,8 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         )
 
     def _sample_contrastive(self, hidden, labels):
-        """Pick ``cl_n_s`` positions per sequence whose next item has hard negatives.
+        """Pick ``cl_n_s`` positions per sequence whose next item has hard negatives, in at
+        most ``cl_batch_size`` sequences (a random subset; None: every sequence).
 
         Returns anchors ``[S, d]`` (h^SEQ), items ``[S, 1 + K]`` (next item, then ``cl_n_neg``
         negatives drawn from its hard set, with replacement) and a mask ``[S, K]``.
@@ -341,6 +344,11 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         weights = (sizes > 0).float()
         has_any = weights.sum(1) > 0
         rows = has_any.nonzero().squeeze(1)
+        if self.cl_batch_size is not None and rows.numel() > self.cl_batch_size:
+            # every anchor costs 1 + cl_n_neg item passes through the LLM: with 16 sequences
+            # of 5 items that item pass outweighs the batch's own (see properties/model/MixRec.yaml)
+            keep = torch.randperm(rows.numel(), device=rows.device)[: self.cl_batch_size]
+            rows = rows[keep.sort().values]
         if rows.numel() == 0:
             return hidden.new_zeros(0, self.hidden_size), empty, empty[:, 1:].bool()
         n_s = min(self.cl_n_s, int(weights[rows].sum(1).min()))
