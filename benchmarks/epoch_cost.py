@@ -1,0 +1,141 @@
+"""What one epoch of a preset costs, from real training steps: the sizing tool of the presets.
+
+    python -m benchmarks.epoch_cost --dataset ml-100k --config_files properties/quality/ml-100k.yaml \
+        --variants "preset:" "history20:max_seq_items=20,train_max_windows=None" [--steps 8]
+
+Each variant (``name:key=value,...`` on top of the config files and the command's ``--key=value``
+entries) gets its own config, dataset, loaders, model and optimizer, built as ``run_mixrec``
+builds them (the item head's start from the data is skipped: it does not change a step's cost).
+Then, round-robin over the variants so that drift of the machine hits all alike, each times
+``--steps`` real training steps (all of the model's losses, backward, clipping, AdamW; one
+warm-up step first) on its own training batches, and ``--eval_batches`` full-ranking validation
+batches. Printed per variant: median seconds per step, steps per epoch, the projected minutes of
+one epoch of training and of one validation, and the ratio of the epoch to the first variant's.
+Figures taken while other work shares the machine are not timings.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from recbole_mixrec.cli import config_entries, quiet_recbole_warnings, split_files
+from recbole_mixrec.errors import MixRecError
+
+
+def parse_variant(parser, text):
+    name, sep, body = text.partition(":")
+    if not sep or not name:
+        parser.error(f"variant '{text}' is not written name:key=value,key=value (or name:)")
+    return name, config_entries(parser, [f"--{item}" for item in body.split(",") if item])
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.epoch_cost",
+        description="Projected epoch and validation time of preset variants, from timed real training steps.",
+        epilog="Any other --key=value is a config entry for every variant, e.g. --backbone=tiny-random.",
+    )
+    parser.add_argument("--dataset", "-d", default="ml-100k")
+    parser.add_argument("--model", default="MixRec")
+    parser.add_argument("--config_files", default=None, help='space-separated yaml files, e.g. "a.yaml b.yaml"')
+    parser.add_argument("--variants", nargs="+", default=["default:"], help="name:key=value,... per variant")
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per variant (after one warm-up)")
+    parser.add_argument("--eval_batches", type=int, default=3, help="timed validation batches per variant")
+    args, rest = parser.parse_known_args(argv)
+    args.config_dict = config_entries(parser, rest)
+    args.variants = [parse_variant(parser, text) for text in args.variants]
+    if args.steps < 1 or args.eval_batches < 0:
+        parser.error("--steps must be >= 1 and --eval_batches >= 0")
+    return args
+
+
+class Variant:
+    """One preset variant, built as ``run_mixrec`` builds a run, with iterators over its loaders."""
+
+    def __init__(self, args, name, overrides):
+        from recbole.data import data_preparation
+        from recbole.utils import get_model, init_seed
+
+        from recbole_mixrec.quick_start import build_config, load_dataset
+        from recbole_mixrec.trainer import MixRecTrainer
+
+        self.name = name
+        config = build_config(args.model, args.dataset, split_files(args.config_files),
+                              {**args.config_dict, **overrides, "show_progress": False})
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, valid_data, _ = data_preparation(config, load_dataset(config))
+        self.model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        self.trainer = MixRecTrainer(config, self.model)  # its optimizer: AdamW over the trainable weights
+        self.clip = config["clip_grad_norm"]
+        self.steps_per_epoch, self.eval_batches_per_run = len(train_data), len(valid_data)
+        self.train_data, self.valid_data = train_data, valid_data
+        self.train_batches, self.valid_batches = iter(train_data), iter(valid_data)
+        self.step_s, self.eval_s = [], []
+
+    def _next(self, split):
+        """The next batch of ``split``, starting the loader over when it runs out."""
+        try:
+            return next(getattr(self, f"{split}_batches"))
+        except StopIteration:
+            setattr(self, f"{split}_batches", iter(getattr(self, f"{split}_data")))
+            return next(getattr(self, f"{split}_batches"))
+
+    def train_step(self):
+        """The body of RecBole's ``Trainer._train_epoch`` for one batch."""
+        self.model.train()
+        interaction = self._next("train").to(self.trainer.device)
+        start = time.perf_counter()
+        self.trainer.optimizer.zero_grad()
+        losses = self.model.calculate_loss(interaction)
+        sum(losses).backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip)
+        self.trainer.optimizer.step()
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def eval_batch(self):
+        self.model.eval()
+        interaction = self._next("valid")[0].to(self.trainer.device)
+        start = time.perf_counter()
+        self.model.full_sort_predict(interaction)
+        return time.perf_counter() - start
+
+    def report(self, reference=None):
+        step = statistics.median(self.step_s)
+        epoch_min = step * self.steps_per_epoch / 60
+        valid_min = statistics.median(self.eval_s) * self.eval_batches_per_run / 60 if self.eval_s else float("nan")
+        ratio = "" if reference is None else f", epoch x{epoch_min / reference:.2f}"
+        print(f"{self.name}: {step:.2f} s/step (median of {len(self.step_s)}), {self.steps_per_epoch} steps/epoch "
+              f"-> {epoch_min:.1f} min/epoch; validation {valid_min:.1f} min ({self.eval_batches_per_run} batches){ratio}")
+        return epoch_min
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_recbole_warnings()
+    variants = [Variant(args, name, overrides) for name, overrides in args.variants]
+    print(f"torch threads: {torch.get_num_threads()}")
+    for variant in variants:
+        variant.train_step()  # warm-up: first-call allocations and lazy inits
+    for _ in range(args.steps):
+        for variant in variants:
+            variant.step_s.append(variant.train_step())
+    for _ in range(args.eval_batches):
+        for variant in variants:
+            variant.eval_s.append(variant.eval_batch())
+    reference = None
+    for variant in variants:
+        epoch_min = variant.report(reference)
+        reference = epoch_min if reference is None else reference
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except MixRecError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,36 @@
+"""benchmarks.epoch_cost: each variant's overrides reach the run it builds, and the projection is
+steps x median step time."""
+import os
+import re
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+import recbole_mixrec  # noqa: E402,F401  registers MixRec
+from benchmarks import epoch_cost  # noqa: E402
+
+LINE = re.compile(r"^(?P<name>\S+): (?P<step>[\d.]+) s/step .* (?P<steps>\d+) steps/epoch -> (?P<epoch>[\d.]+) min/epoch")
+
+
+def test_variants_parse_and_bad_ones_are_refused():
+    args = epoch_cost.parse_args(["--variants", "plain:", "long:max_seq_items=8,train_samples=windows", "--epochs=2"])
+    assert args.variants == [("plain", {}), ("long", {"max_seq_items": "8", "train_samples": "windows"})]
+    assert args.config_dict == {"epochs": "2"}
+    with pytest.raises(SystemExit):
+        epoch_cost.parse_args(["--variants", "no-colon"])
+
+
+def test_each_variant_builds_its_own_loaders(tiny_config_dict, capsys):
+    entries = [f"--{key}={value}" for key, value in tiny_config_dict.items()]
+    # one sample per user against every window of 2 items: many more steps per epoch
+    assert epoch_cost.main(["--variants", "last:train_samples=last", "windows:train_samples=windows,max_seq_items=2",
+                            "--steps", "2", "--eval_batches", "1", *entries]) == 0
+    rows = {m["name"]: m for m in map(LINE.match, capsys.readouterr().out.splitlines()) if m}
+    assert set(rows) == {"last", "windows"}
+    n_users = 943  # ml-100k: one training sample per user with train_samples: last
+    assert int(rows["last"]["steps"]) == -(-n_users // tiny_config_dict["train_batch_size"])
+    assert int(rows["windows"]["steps"]) > 5 * int(rows["last"]["steps"])
+    for row in rows.values():
+        projected = float(row["step"]) * int(row["steps"]) / 60
+        assert float(row["epoch"]) == pytest.approx(projected, abs=0.06 + 0.01 * projected)
