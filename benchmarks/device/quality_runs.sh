@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Quality runs (issue 13) on a lent GPU machine, in one call of at most 10 minutes:
-# the CPU quality presets (properties/quality/) of MixRec, MixRec_base and LLMRec on
-# amazon-scientific, LLMRec and two MixRec levers on ml-100k, and MixRec with the paper preset
-# on amazon-scientific (its step rate and memory), all in parallel on the one GPU, each
-# process one CPU thread. Whatever has not finished by DEADLINE is stopped; the unfinished
+# Quality runs (issue 13) on a lent GPU machine, in one call of at most 10 minutes, all in
+# parallel on the one GPU, each process one CPU thread. ROUND=1 (the first loan): the CPU
+# quality presets (properties/quality/) of MixRec, MixRec_base and LLMRec on amazon-scientific,
+# LLMRec and two MixRec levers on ml-100k, and MixRec with the paper preset on
+# amazon-scientific (its step rate and memory). ROUND=2 (default): see the job list below. Whatever has not finished by DEADLINE is stopped; the unfinished
 # models' checkpoints come back (best first) so that a CPU run can continue them with
 # `python -m benchmarks.compare ... --resume <dir>`.
 # Usage (after source benchmarks/device/setup.sh with both GGUF halves there):
-#   DEADLINE=420 bash benchmarks/device/quality_runs.sh
+#   DEADLINE=420 [ROUND=1] bash benchmarks/device/quality_runs.sh
 # EXTRA="--key=value ..." is added to every job (a rehearsal on CPU: EXTRA=--backbone=tiny-random).
 set -u
 start=$(date +%s)
@@ -40,14 +40,25 @@ job() {  # job NAME DATASET MODEL [compare args...]
 QS=properties/quality/amazon-scientific.yaml
 QM=properties/quality/ml-100k.yaml
 Q="--show_progress=False"
-job quality amazon-scientific MixRec --config_files "$QS" $Q
-job quality amazon-scientific MixRec_base --config_files "$QS" $Q
-job quality amazon-scientific LLMRec --config_files "$QS" $Q
-job quality ml-100k LLMRec --config_files "$QM" $Q
-job allwindows ml-100k MixRec --config_files "$QM" --train_max_windows=None --epochs=8 $Q
-job history20 ml-100k MixRec --config_files "$QM" --max_seq_items=20 --train_max_windows=None --epochs=8 $Q
-# progress bars on: the paper preset's step rate shows even if its first epoch does not end
-job paper amazon-scientific MixRec --config_files "properties/paper/mixrec.yaml properties/paper/amazon-scientific.yaml" --show_progress=True
+QH=properties/quality/ml-100k-history20.yaml
+if [ "${ROUND:-2}" = 1 ]; then  # 2026-11-30, first loan: the rows of README's GPU table
+  job quality amazon-scientific MixRec --config_files "$QS" $Q
+  job quality amazon-scientific MixRec_base --config_files "$QS" $Q
+  job quality amazon-scientific LLMRec --config_files "$QS" $Q
+  job quality ml-100k LLMRec --config_files "$QM" $Q
+  job allwindows ml-100k MixRec --config_files "$QM" --train_max_windows=None --epochs=8 $Q
+  job history20 ml-100k MixRec --config_files "$QM" --max_seq_items=20 --train_max_windows=None --epochs=8 $Q
+  # progress bars on: the paper preset's step rate shows even if its first epoch does not end
+  job paper amazon-scientific MixRec --config_files "properties/paper/mixrec.yaml properties/paper/amazon-scientific.yaml" --show_progress=True
+else  # what round 1 left: the other variants under the history-20 preset, MixRec_base to its
+      # test, and the history and L_cl levers on amazon-scientific
+  job history20 ml-100k MixRec_base --config_files "$QH" $Q
+  job history20 ml-100k LLMRec --config_files "$QH" $Q
+  job history20-cl4 ml-100k MixRec --config_files "$QH" --cl_batch_size=4 $Q
+  job quality amazon-scientific MixRec_base --config_files "$QS" $Q
+  job history20 amazon-scientific MixRec --config_files "$QS" --max_seq_items=20 $Q
+  job quality-cl4 amazon-scientific MixRec --config_files "$QS" --cl_batch_size=4 $Q
+fi
 ( while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \
   > logs/gpu_use.log 2>&1 &
 watcher=$!
