@@ -20,6 +20,7 @@ HOUSEKEEPING_KEYS = (
     "save_dataset", "save_dataloaders", "show_progress", "state", "log_wandb", "wandb_project",
     "device", "gpu_id", "use_gpu", "local_rank", "single_spec", "worker", "nproc", "world_size",
     "offset", "group_offset", "ip", "port", "config_files", "eval_batch_size", "save_resume_checkpoint",
+    "length_group_ratio",
 )
 # settings a continued run may legitimately change: a warning names them, nothing is refused
 MAY_CHANGE_KEYS = ("epochs", "stopping_step", "nproc", "world_size")

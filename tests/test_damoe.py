@@ -6,7 +6,7 @@ import torch
 
 from recbole_mixrec.model.attention import ExpertMasks, expert_attention
 from recbole_mixrec.model.damoe import AdapterExpert, damoe_layer_indices, parse_architecture
-from recbole_mixrec.model.inputs import next_item_labels
+from recbole_mixrec.model.inputs import length_groups, next_item_labels
 from recbole_mixrec.model import mixrec
 from recbole_mixrec.model.losses import alignment_loss, info_nce
 from recbole_mixrec.model.masks import causal_mask, context_mask
@@ -366,3 +366,26 @@ def test_l_cl_anchors_come_from_at_most_cl_batch_size_sequences(ml100k_config, s
     assert len(drawn) == len(set(drawn.tolist())) == (eligible.numel() if cl_batch_size is None else 2)
     # every anchor's first item is the label at its position, the rest its hard negatives
     assert all(int(item) in labels[row].tolist() for item, row in zip(items[:, 0], drawn))
+
+
+def test_length_groups_give_the_one_call_states_and_gradients(ml100k_config, splits, batch):
+    seq, user, target = batch["item_id_list"][:12], batch["user_id"][:12], batch["item_id"][:12]
+    length = (torch.arange(12) % 4 + 1).clamp(max=batch["item_length"][:12])  # 1-4 items: varied rows
+    results = []
+    for ratio in (None, 0.6):
+        model = _model(ml100k_config, splits, lambda_cl=0.0, length_group_ratio=ratio).train()
+        hidden, window, count = model(seq, length, user)
+        labels = next_item_labels(window, count, target)
+        loss = torch.nn.functional.cross_entropy(model.item_projection(hidden, "seq", labels > 0)[labels > 0],
+                                                 labels[labels > 0])
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((hidden.detach(), grads))
+        if ratio is not None:  # the batch really went through in several groups
+            packed_lengths = torch.tensor([int(model.item_token_lengths[seq[r, :length[r]]].sum()) for r in range(12)])
+            assert len(length_groups(packed_lengths, ratio)) > 1
+    (one_hidden, one_grads), (grouped_hidden, grouped_grads) = results
+    torch.testing.assert_close(grouped_hidden, one_hidden, atol=1e-5, rtol=1e-4)
+    assert one_grads.keys() == grouped_grads.keys() and len(one_grads) > 0
+    for name in one_grads:
+        torch.testing.assert_close(grouped_grads[name], one_grads[name], atol=1e-5, rtol=1e-3)

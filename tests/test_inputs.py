@@ -2,7 +2,7 @@
 
 import torch
 
-from recbole_mixrec.model.inputs import last_items, pack_items
+from recbole_mixrec.model.inputs import last_items, length_groups, pack_items
 
 SEQ = 99
 # item 0 = padding; item 1 = tokens [11, 12]; item 2 = [21]; item 3 = [31, 32, 33]
@@ -43,3 +43,13 @@ def test_next_item_labels_shift_the_window_and_end_with_the_target():
     window = torch.tensor([[5, 6, 7], [8, 9, 0]])
     labels = next_item_labels(window, torch.tensor([3, 2]), torch.tensor([70, 90]))
     assert labels.tolist() == [[6, 7, 70], [9, 90, 0]]
+
+
+def test_length_groups_start_a_group_below_ratio_times_its_longest():
+    lengths = torch.tensor([10, 100, 60, 45, 20, 100])
+    groups = length_groups(lengths, 0.5)
+    # 100, 100, 60 (>= 50) | 45 (< 50) | 20 (< 22.5), 10 (>= 10)
+    assert [g.tolist() for g in groups] == [[1, 5, 2], [3], [4, 0]]
+    for group in groups:  # padding to the group's longest at most doubles its tokens
+        assert int(lengths[group].max()) * len(group) <= 2 * int(lengths[group].sum())
+    assert [g.tolist() for g in length_groups(lengths, None)] == [[0, 1, 2, 3, 4, 5]]

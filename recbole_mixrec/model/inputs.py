@@ -79,6 +79,30 @@ def pack_items(items, item_count, token_ids, token_lengths, marker_id, prefix_id
     return input_ids, attention_mask.long(), marker_positions, segments
 
 
+def length_groups(lengths, ratio):
+    """Rows of a batch in groups of similar length, longest first: a row starts a new group when
+    it is shorter than ``ratio`` times its group's longest, so padding at most ``1 / ratio``-folds
+    a group's tokens. ``ratio`` None: one group, the batch as it is.
+
+    Args:
+        lengths (LongTensor): ``[B]`` tokens of each row.
+    Returns:
+        list of LongTensor: row indices of each group.
+    """
+    if ratio is None:
+        return [torch.arange(lengths.numel(), device=lengths.device)]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    groups, start, longest = [], 0, None
+    for i, length in enumerate(lengths[order].tolist()):
+        if longest is None:
+            longest = length
+        elif length < ratio * longest:
+            groups.append(order[start:i])
+            start, longest = i, length
+    groups.append(order[start:])
+    return groups
+
+
 def next_item_labels(window, count, target):
     """L_seq labels ``[B, m]``: position j predicts window item j+1, the last read item
     predicts the sample's target; 0 (ignored) after ``count``."""

@@ -26,7 +26,7 @@ from recbole_mixrec.model.attention import ExpertMasks
 from recbole_mixrec.model.cf import build_cf_model, pretrain_cf
 from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
-from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
+from recbole_mixrec.model.inputs import last_items, length_groups, next_item_labels, pack_items
 from recbole_mixrec.model.item_head import ItemHead
 from recbole_mixrec.model.losses import alignment_loss, bpr_loss, info_nce, next_item_loss
 
@@ -65,6 +65,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.adapter_act = config["adapter_act"]
         self.adapter_init_std = config["adapter_init_std"]
         self.max_seq_items = config["max_seq_items"]
+        self.length_group_ratio = config["length_group_ratio"]
         self.lambda_align = config["lambda_align"] if self.use_adapters else 0.0
         self.align_batch_size = config["align_batch_size"]
         self.lambda_cl = config["lambda_cl"] or 0.0
@@ -218,7 +219,27 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         return torch.where(is_special.unsqueeze(-1), special, embeds)
 
     def _hidden_at(self, packed, positions, cf_states=None, cf_valid=None):
-        """Last-layer hidden states ``[B, k, d]`` at ``positions`` ``[B, k]``."""
+        """Last-layer hidden states ``[B, k, d]`` at ``positions`` ``[B, k]``.
+
+        With ``length_group_ratio`` the rows go through the LLM in groups of similar length,
+        each cut to its own longest row: a batch is padded to its longest row, and one
+        20-item history among 4-item ones would make every row 5x longer.
+        """
+        groups = length_groups(packed[1].sum(1), self.length_group_ratio)
+        if len(groups) == 1:
+            return self._hidden_at_rows(packed, positions, cf_states, cf_valid)
+        parts = []
+        for rows in groups:
+            width = int(packed[1][rows].sum(1).max())
+            part = (packed[0][rows, :width], packed[1][rows, :width], packed[2][rows], packed[3][rows, :width])
+            parts.append(self._hidden_at_rows(
+                part, positions[rows],
+                None if cf_states is None else cf_states[rows], None if cf_valid is None else cf_valid[rows],
+            ))
+        order = torch.cat(groups)
+        return torch.cat(parts)[torch.argsort(order)]
+
+    def _hidden_at_rows(self, packed, positions, cf_states=None, cf_valid=None):
         input_ids, attention_mask, _, segments = packed
         kwargs = {}
         if self.damoe_layers:
