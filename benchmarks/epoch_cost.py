@@ -9,7 +9,9 @@ builds them (the item head's start from the data is skipped: it does not change 
 Then, round-robin over the variants so that drift of the machine hits all alike, each times
 ``--steps`` real training steps (all of the model's losses, backward, clipping, AdamW; one
 warm-up step first) on its own training batches, and ``--eval_batches`` full-ranking validation
-batches. Printed per variant: median seconds per step, steps per epoch, the projected minutes of
+batches (the first ones of the unshuffled validation loader). Not timed: loading a batch and
+moving it to the device; the trainer is MixRec's (AdamW over the trainable weights), without
+AMP. Printed per variant: median seconds per step, steps per epoch, the projected minutes of
 one epoch of training and of one validation, and the ratio of the epoch to the first variant's.
 Figures taken while other work shares the machine are not timings.
 """
@@ -87,6 +89,7 @@ class Variant:
         """The body of RecBole's ``Trainer._train_epoch`` for one batch."""
         self.model.train()
         interaction = self._next("train").to(self.trainer.device)
+        self._sync()
         start = time.perf_counter()
         self.trainer.optimizer.zero_grad()
         losses = self.model.calculate_loss(interaction)
@@ -94,22 +97,30 @@ class Variant:
         if self.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip)
         self.trainer.optimizer.step()
+        self._sync()
         return time.perf_counter() - start
 
     @torch.no_grad()
     def eval_batch(self):
         self.model.eval()
         interaction = self._next("valid")[0].to(self.trainer.device)
+        self._sync()
         start = time.perf_counter()
         self.model.full_sort_predict(interaction)
+        self._sync()
         return time.perf_counter() - start
+
+    def _sync(self):
+        # CUDA runs asynchronously: without this a step's time would be its kernel launches
+        if self.trainer.device.type == "cuda":
+            torch.cuda.synchronize(self.trainer.device)
 
     def report(self, reference=None):
         step = statistics.median(self.step_s)
         epoch_min = step * self.steps_per_epoch / 60
         valid_min = statistics.median(self.eval_s) * self.eval_batches_per_run / 60 if self.eval_s else float("nan")
         ratio = "" if reference is None else f", epoch x{epoch_min / reference:.2f}"
-        print(f"{self.name}: {step:.2f} s/step (median of {len(self.step_s)}), {self.steps_per_epoch} steps/epoch "
+        print(f"{self.name}: {step:.3f} s/step (median of {len(self.step_s)}), {self.steps_per_epoch} steps/epoch "
               f"-> {epoch_min:.1f} min/epoch; validation {valid_min:.1f} min ({self.eval_batches_per_run} batches){ratio}")
         return epoch_min
 

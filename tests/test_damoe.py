@@ -6,7 +6,7 @@ import torch
 
 from recbole_mixrec.model.attention import ExpertMasks, expert_attention
 from recbole_mixrec.model.damoe import AdapterExpert, damoe_layer_indices, parse_architecture
-from recbole_mixrec.model.inputs import length_groups, next_item_labels
+from recbole_mixrec.model.inputs import length_groups, next_item_labels, pack_items
 from recbole_mixrec.model import mixrec
 from recbole_mixrec.model.losses import alignment_loss, info_nce
 from recbole_mixrec.model.masks import causal_mask, context_mask
@@ -382,8 +382,9 @@ def test_length_groups_give_the_one_call_states_and_gradients(ml100k_config, spl
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((hidden.detach(), grads))
         if ratio is not None:  # the batch really went through in several groups
-            packed_lengths = torch.tensor([int(model.item_token_lengths[seq[r, :length[r]]].sum()) for r in range(12)])
-            assert len(length_groups(packed_lengths, ratio)) > 1
+            packed = pack_items(window, count, model.item_token_ids, model.item_token_lengths,
+                                model.seq_token_id, model.seq_prefix_ids)
+            assert len(length_groups(packed[1].sum(1), ratio)) > 1
     (one_hidden, one_grads), (grouped_hidden, grouped_grads) = results
     torch.testing.assert_close(grouped_hidden, one_hidden, atol=1e-5, rtol=1e-4)
     assert one_grads.keys() == grouped_grads.keys() and len(one_grads) > 0

@@ -33,4 +33,5 @@ def test_each_variant_builds_its_own_loaders(tiny_config_dict, capsys):
     assert int(rows["windows"]["steps"]) > 5 * int(rows["last"]["steps"])
     for row in rows.values():
         projected = float(row["step"]) * int(row["steps"]) / 60
-        assert float(row["epoch"]) == pytest.approx(projected, abs=0.06 + 0.01 * projected)
+        # printed: the step to 3 decimals, the epoch to 1
+        assert float(row["epoch"]) == pytest.approx(projected, abs=0.05 + 0.0005 * int(row["steps"]) / 60 + 0.01)
