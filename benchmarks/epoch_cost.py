@@ -73,17 +73,17 @@ class Variant:
         self.trainer = MixRecTrainer(config, self.model)  # its optimizer: AdamW over the trainable weights
         self.clip = config["clip_grad_norm"]
         self.steps_per_epoch, self.eval_batches_per_run = len(train_data), len(valid_data)
-        self.train_data, self.valid_data = train_data, valid_data
-        self.train_batches, self.valid_batches = iter(train_data), iter(valid_data)
+        self.loaders = {"train": train_data, "valid": valid_data}
+        self.batches = {split: iter(loader) for split, loader in self.loaders.items()}
         self.step_s, self.eval_s = [], []
 
     def _next(self, split):
         """The next batch of ``split``, starting the loader over when it runs out."""
-        try:
-            return next(getattr(self, f"{split}_batches"))
-        except StopIteration:
-            setattr(self, f"{split}_batches", iter(getattr(self, f"{split}_data")))
-            return next(getattr(self, f"{split}_batches"))
+        batch = next(self.batches[split], None)
+        if batch is None:
+            self.batches[split] = iter(self.loaders[split])
+            batch = next(self.batches[split])
+        return batch
 
     def train_step(self):
         """The body of RecBole's ``Trainer._train_epoch`` for one batch."""

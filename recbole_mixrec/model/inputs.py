@@ -92,13 +92,12 @@ def length_groups(lengths, ratio):
     if ratio is None:
         return [torch.arange(lengths.numel(), device=lengths.device)]
     order = torch.argsort(lengths, descending=True, stable=True)
-    groups, start, longest = [], 0, None
-    for i, length in enumerate(lengths[order].tolist()):
-        if longest is None:
-            longest = length
-        elif length < ratio * longest:
+    sorted_lengths = lengths[order].tolist()
+    groups, start = [], 0  # a group's longest row is its first
+    for i in range(1, len(sorted_lengths)):
+        if sorted_lengths[i] < ratio * sorted_lengths[start]:
             groups.append(order[start:i])
-            start, longest = i, length
+            start = i
     groups.append(order[start:])
     return groups
 

@@ -225,12 +225,13 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         each cut to its own longest row: a batch is padded to its longest row, and one
         20-item history among 4-item ones would make every row 5x longer.
         """
-        groups = length_groups(packed[1].sum(1), self.length_group_ratio)
+        lengths = packed[1].sum(1)
+        groups = length_groups(lengths, self.length_group_ratio)
         if len(groups) == 1:
             return self._hidden_at_rows(packed, positions, cf_states, cf_valid)
         parts = []
         for rows in groups:
-            width = int(packed[1][rows].sum(1).max())
+            width = int(lengths[rows].max())
             part = (packed[0][rows, :width], packed[1][rows, :width], packed[2][rows], packed[3][rows, :width])
             parts.append(self._hidden_at_rows(
                 part, positions[rows],
