@@ -34,6 +34,9 @@ LEVERS = {
     "align-32": ("L_align over 32 items per batch", {"align_batch_size": 32}),
     "no-cf": ("no CF injection", {"cf_model": "none", "lambda_cf": 0.0}),
     "cl-4": ("L_cl anchors from 4 of the batch's sequences, not all", {"cl_batch_size": 4}),
+    # the two levers left for amazon-scientific's plateau (README "MixRec quality")
+    "history-20": ("20 history items read, rows grouped by length", {"max_seq_items": 20, "length_group_ratio": 0.5}),
+    "wd-0.05": ("AdamW weight decay 0.05 (the item head is most of the trainable weights)", {"weight_decay": 0.05}),
 }
 FIELDS = ("lever", "what", "train_loss", "valid_untrained", "valid_mrr@10", "test_ndcg@10", "test_recall@10",
           "test_mrr@10", "wall_time_s", "overrides")

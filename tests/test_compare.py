@@ -291,3 +291,14 @@ def test_levers_ablation_writes_a_row_per_lever_and_skips_finished_ones(tiny_con
     assert "all-on: already in" in capsys.readouterr().out
     with open(tmp_path / "levers.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 1
+
+
+def test_every_lever_sets_documented_mixrec_keys_to_allowed_values():
+    from benchmarks import levers
+    from recbole_mixrec.config_checks import check_value, specs_for
+
+    specs = specs_for("MixRec")
+    for name, (_, overrides) in levers.LEVERS.items():
+        for key, value in overrides.items():
+            assert key in specs, f"lever {name}: {key} is not a documented MixRec key"
+            assert check_value(specs[key], value) is None, f"lever {name}: {key}={value!r}"
