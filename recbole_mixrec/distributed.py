@@ -15,7 +15,9 @@ cannot do, and this module adds:
   come back as one line.
 """
 
+import gc
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -153,8 +155,6 @@ def launch_settings(nproc, world_size, ip, port, group_offset):
 def _worker(local_rank, run, args, kwargs, queue):
     try:
         result = run(*args, local_rank=local_rank, **kwargs)
-        if local_rank == 0:
-            queue.put(("ok", result))
     except BaseException as err:  # noqa: BLE001  the parent turns it into one line
         line = str(err) if isinstance(err, MixRecError) else traceback.format_exc().strip().splitlines()[-1]
         queue.put(("error", f"rank {local_rank}: {line}"))
@@ -163,13 +163,32 @@ def _worker(local_rank, run, args, kwargs, queue):
         # a non-zero exit makes the launcher stop the other ranks, which would otherwise wait
         # for this one in their next collective call
         os._exit(1)
-    if dist.is_initialized():
+    # before the barrier below: once a rank is past it, every rank has said it finished
+    queue.put(("finished", local_rank))
+    if local_rank == 0:
+        queue.put(("ok", result))
+    del result
+    _leave_process_group()
+
+
+def _leave_process_group():
+    """Every rank at the barrier, then the group destroyed. DDP's reducer and gloo's threads live
+    in reference cycles; left to interpreter teardown they sometimes abort the process
+    ("terminate called without an active exception") after its work is done."""
+    gc.collect()
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
         dist.destroy_process_group()
+    except Exception as err:  # noqa: BLE001  the work is done and reported; shutting down is best effort
+        print(f"shutting down the process group: {err}", file=sys.stderr)
 
 
 def spawn(run, nproc, args=(), kwargs=None):
     """Run ``run(*args, local_rank=r, **kwargs)`` in ``nproc`` processes; rank 0's result.
-    A worker's error ends the run with ``MixRecError`` naming the rank."""
+    A worker's error ends the run with ``MixRecError`` naming the rank; a rank that dies only
+    after every rank has finished its work (torch's teardown) is logged, and the result kept."""
     import torch.multiprocessing as mp
 
     context = mp.get_context("spawn")
@@ -190,6 +209,12 @@ def spawn(run, nproc, args=(), kwargs=None):
         died.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
     drain()
     results = [value for status, value in messages if status == "ok"]
+    finished = {value for status, value in messages if status == "finished"}
+    if died and results and len(finished) == nproc:
+        # every rank's work was done and rank 0's result is here: a death in torch's teardown
+        # (gloo threads at interpreter exit) loses nothing, so the run stands, with a warning
+        logging.getLogger(__name__).warning(f"every rank finished, then {died[0]} while exiting; result kept")
+        died = []
     # the first rank to fail wrote first; the others' errors (connection closed) follow it
     errors = [value for status, value in messages if status == "error"] + died
     if errors or not results:

@@ -121,3 +121,28 @@ def test_a_rank_error_is_one_line(tiny_config_dict):
 def test_bad_launch_settings_are_refused_before_any_process(argv, message, capsys):
     assert cli_main(["--model=MixRec", "--dataset=ml-100k", "--backbone=tiny-random", *argv]) == 2  # last --model wins
     assert message in capsys.readouterr().err
+
+
+def sum_ranks_then(port, when_to_abort, local_rank):
+    """A two-rank gloo job: rank 1 aborts (SIGABRT) during its work or at interpreter exit."""
+    import atexit
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=local_rank, world_size=2, init_method=f"tcp://127.0.0.1:{port}")
+    total = torch.tensor([local_rank + 1.0])
+    dist.all_reduce(total)
+    if local_rank == 1 and when_to_abort == "at exit":
+        atexit.register(os.abort)  # as gloo's threads sometimes do in torch's teardown
+    if local_rank == 1 and when_to_abort == "while working":
+        os.abort()
+    return float(total)
+
+
+def test_a_rank_dying_after_every_rank_finished_keeps_the_result(caplog):
+    assert distributed.spawn(sum_ranks_then, 2, (free_ports()[0], "at exit")) == 3.0
+    assert "every rank finished, then process 1 terminated with signal SIGABRT" in caplog.text
+
+
+def test_a_rank_dying_before_it_finished_fails_the_run():
+    with pytest.raises(MixRecError, match="process 1 terminated with signal SIGABRT"):
+        distributed.spawn(sum_ranks_then, 2, (free_ports()[0], "while working"))

@@ -63,6 +63,20 @@ def test_head_reads_the_standardised_state_and_starts_from_text_and_popularity()
     torch.testing.assert_close(raw(seq), seq @ raw.weight.T + raw.bias)
 
 
+def test_head_dropout_drops_input_dimensions_in_training_only():
+    torch.manual_seed(2)
+    dim, n_items = 64, 5
+    states = torch.randn(32, dim)
+    head = ItemHead(dim, n_items, head_input="raw", dropout=0.5)
+    # training: each of W_item's input dimensions is zeroed or doubled (inverted dropout)
+    x = head.train().dropout(states)
+    assert ((x == 0) | torch.isclose(x, 2 * states)).all()
+    assert 0.35 < (x == 0).float().mean() < 0.65
+    assert not torch.allclose(head(states), states @ head.weight.T + head.bias)
+    # evaluation reads every dimension
+    torch.testing.assert_close(head.eval()(states), states @ head.weight.T + head.bias)
+
+
 def test_prepare_training_sets_the_head_from_the_data(ml100k_config, ml100k_splits):
     torch.manual_seed(0)
     model = MixRec(ml100k_config, ml100k_splits[0]._dataset)

@@ -79,13 +79,16 @@ class ItemHead(nn.Linear):
         head_input (str): 'standardize' (default) or 'raw' (the plain linear head of the paper).
         momentum (float): running-statistics update per batch.
         init_std (float): std of the random init of W_item (before ``init_from_data``).
+        dropout (float): dropout on what W_item multiplies, in training (the head is most of
+            MixRec's trainable weights and the part that overfits first).
     """
 
-    def __init__(self, hidden_size, n_items, head_input="standardize", momentum=0.01, init_std=0.02):
+    def __init__(self, hidden_size, n_items, head_input="standardize", momentum=0.01, init_std=0.02, dropout=0.0):
         super().__init__(hidden_size, n_items)
         if head_input not in HEAD_INPUTS:
             raise MixRecError(f"head_input '{head_input}' is not one of {list(HEAD_INPUTS)}")
         self.head_input = head_input
+        self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.weight, std=init_std)
         nn.init.zeros_(self.bias)
         if head_input == "standardize":
@@ -102,7 +105,7 @@ class ItemHead(nn.Linear):
     def forward(self, hidden, kind="seq", valid=None):
         """``kind``: 'seq' (``[SEQ]`` states, ranking) or 'align' (``[ALIGN]`` states, L_align);
         ``valid``: the rows that are real states (padding slots do not enter the statistics)."""
-        return F.linear(self.head_input_of(hidden, kind, valid), self.weight, self.bias)
+        return F.linear(self.dropout(self.head_input_of(hidden, kind, valid)), self.weight, self.bias)
 
     @torch.no_grad()
     def init_from_data(self, seq_states, align_states, item_counts, scale, text=True, popularity=True):

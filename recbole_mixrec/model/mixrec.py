@@ -87,6 +87,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.head_init_scale = config["head_init_scale"]
         self.head_bias_init = config["head_bias_init"]
         self.head_norm_momentum = config["head_norm_momentum"]
+        self.head_dropout = config["head_dropout"]
         self.initializer_range = config["initializer_range"]
         if config["cf_model"] not in (None, "none") and not self.use_damoe:
             raise MixRecError("cf_model needs DAMoE layers (damoe: True): CF vectors enter there")
@@ -112,7 +113,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.seq_token_id, self.align_token_id = self.vocab_size, self.vocab_size + 1
         self.item_projection = ItemHead(
             self.hidden_size, self.n_items, self.head_input, self.head_norm_momentum,
-            self.initializer_range,
+            self.initializer_range, self.head_dropout,
         )
         self.cf_model = build_cf_model(
             self.cf_model_name, dataset.user_num, self.n_items, self.cf_embedding_size
