@@ -51,13 +51,15 @@ if [ "${ROUND:-2}" = 1 ]; then  # 2026-11-30, first loan: the rows of README's G
   # progress bars on: the paper preset's step rate shows even if its first epoch does not end
   job paper amazon-scientific MixRec --config_files "properties/paper/mixrec.yaml properties/paper/amazon-scientific.yaml" --show_progress=True
 else  # what round 1 left: the other variants under the history-20 preset, MixRec_base to its
-      # test, and the history and L_cl levers on amazon-scientific
+      # test, and the history, L_cl and head-dropout levers (the last measured on the ml-100k
+      # CPU preset, 2026-12-01) on both datasets
   job history20 ml-100k MixRec_base --config_files "$QH" $Q
   job history20 ml-100k LLMRec --config_files "$QH" $Q
-  job history20-cl4 ml-100k MixRec --config_files "$QH" --cl_batch_size=4 $Q
+  job history20-hd ml-100k MixRec --config_files "$QH" --head_dropout=0.3 $Q
   job quality amazon-scientific MixRec_base --config_files "$QS" $Q
-  job history20 amazon-scientific MixRec --config_files "$QS" --max_seq_items=20 $Q
+  job history20 amazon-scientific MixRec --config_files "$QS" --max_seq_items=20 --length_group_ratio=0.5 $Q
   job quality-cl4 amazon-scientific MixRec --config_files "$QS" --cl_batch_size=4 $Q
+  job quality-hd amazon-scientific MixRec --config_files "$QS" --head_dropout=0.3 $Q
 fi
 ( while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \
   > logs/gpu_use.log 2>&1 &
