@@ -67,14 +67,17 @@ def test_pr_bo_finds_the_optimum_of_a_synthetic_binary_problem():
     problem = SyntheticProblem(d=12)  # weighted sum + 6 pairwise interactions, 4096 designs
     optimum, _ = problem.optimum
     bo_best, random_best, hits = [], [], 0
-    for seed in range(4):
+    for seed in range(8):
         records = bo_loop(problem.objective, 12, n_iterations=30, n_initial=5, q=2, seed=seed, **FAST_PR)
         assert len(records) == 30 and len({tuple(r["z"]) for r in records}) == 30
         bo_best.append(best_so_far(records)[-1])
         hits += math.isclose(bo_best[-1], optimum)
         randoms = bo_loop(problem.objective, 12, n_iterations=30, q=2, seed=seed, method="random")
         random_best.append(best_so_far(randoms)[-1])
-    assert hits >= 3, (hits, bo_best, optimum)
+    # 30 distinct random designs hit the optimum of 4,096 with p = 0.0073: 4 hits in 8 runs
+    # by chance has p ~ 2e-7. (4 seeds and ">= 3 hits" depended on the machine's floating point:
+    # 2 of 4 on one CPU, 3 of 4 on others; 5 of 8 on the former.)
+    assert hits >= 4, (hits, bo_best, optimum)
     assert statistics.median(bo_best) > statistics.median(random_best), (bo_best, random_best)
 
 
