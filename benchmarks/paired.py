@@ -23,10 +23,8 @@ def per_user_values(model_file, split="valid", metric="mrr@10"):
     """``[n_users]`` values of ``metric`` (e.g. 'mrr@10', 'ndcg@10', 'recall@10') for every
     user of ``split``, in the loader's fixed order, and the dataset's name."""
     from recbole.evaluator.register import metrics_dict
-    from recbole.utils import get_trainer
 
-    from recbole_mixrec.quick_start import load_data_and_model
-    from recbole_mixrec.trainer import with_plugin_checkpoints
+    from recbole_mixrec.quick_start import build_trainer, load_data_and_model
 
     name, _, k = metric.lower().partition("@")
     if name not in metrics_dict or not k.isdigit():
@@ -34,7 +32,7 @@ def per_user_values(model_file, split="valid", metric="mrr@10"):
     config, model, _, _, valid_data, test_data = load_data_and_model(model_file)
     if int(k) > max(config["topk"]):
         raise MixRecError(f"--metric {metric}: the checkpoint's config ranks only the top {max(config['topk'])}")
-    trainer = with_plugin_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    trainer = build_trainer(config, model)
     # RecBole averages per-user values inside evaluate(); keep the struct they come from
     captured = {}
     evaluate_struct = trainer.evaluator.evaluate

@@ -167,7 +167,6 @@ def _worker(local_rank, run, args, kwargs, queue):
     queue.put(("finished", local_rank))
     if local_rank == 0:
         queue.put(("ok", result))
-    del result
     _leave_process_group()
 
 
@@ -175,9 +174,9 @@ def _leave_process_group():
     """Every rank at the barrier, then the group destroyed. DDP's reducer and gloo's threads live
     in reference cycles; left to interpreter teardown they sometimes abort the process
     ("terminate called without an active exception") after its work is done."""
-    gc.collect()
     if not dist.is_initialized():
         return
+    gc.collect()
     try:
         dist.barrier()
         dist.destroy_process_group()

@@ -211,6 +211,12 @@ def require_writable_folder(path, key):
         raise MixRecError(f"{key} {path} is not writable; set {key} to a writable folder")
 
 
+def build_trainer(config, model):
+    """RecBole's trainer for ``model`` (Trainer, TraditionalTrainer for Pop, ...): RecBole's own
+    loop, with the plugin's checkpoints (weights-only loadable, resumable)."""
+    return with_plugin_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+
+
 def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=True, resume_file=None, strict=False,
                local_rank=None):
     """Train and test ``model`` on ``dataset``; returns what ``run_recbole`` returns.
@@ -245,8 +251,7 @@ def run_mixrec(model, dataset, config_file_list=None, config_dict=None, saved=Tr
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    # RecBole's choice (Trainer, TraditionalTrainer for Pop, ...): same loop, loadable checkpoints
-    trainer = with_plugin_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    trainer = build_trainer(config, model)
     if resume_file:
         trainer.resume_checkpoint(resume_file)
 

@@ -6,13 +6,11 @@ import os
 import pytest
 import torch
 from conftest import free_ports
-from recbole.utils import get_trainer
 
 from recbole_mixrec import distributed
 from recbole_mixrec.cli import main as cli_main
 from recbole_mixrec.errors import MixRecError
-from recbole_mixrec.quick_start import load_data_and_model, run_mixrec
-from recbole_mixrec.trainer import with_plugin_checkpoints
+from recbole_mixrec.quick_start import build_trainer, load_data_and_model, run_mixrec
 
 
 def launch(model, config_dict, nproc=2, resume_file=None):
@@ -31,7 +29,7 @@ def two_process_run(tiny_config_dict, tmp_path_factory):
 def evaluate_in_one_process(model_file):
     config, model, _, _, _, test_data = load_data_and_model(model_file)
     assert config["single_spec"] and config["local_rank"] == 0  # saved as one process would
-    trainer = with_plugin_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    trainer = build_trainer(config, model)
     return trainer.evaluate(test_data, load_best_model=False)
 
 
