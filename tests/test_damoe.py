@@ -294,6 +294,23 @@ def test_frozen_cf_is_pretrained_then_never_changes(ml100k_config, splits, batch
     assert "cf_model.item_embedding.weight" in model.state_dict()  # saved: not rebuilt from the backbone
 
 
+def test_warm_started_cf_is_pretrained_then_trained_jointly(ml100k_config, splits, batch):
+    torch.manual_seed(0)
+    fresh = _model(ml100k_config, splits, cf_model="MF").cf_model.item_embedding.weight.clone()
+    model = _model(ml100k_config, splits, cf_model="MF", cf_warm_start=True, cf_pretrain_epochs=2)
+    assert torch.equal(model.cf_model.item_embedding.weight, fresh)  # building it trains nothing
+    model.prepare_training(splits[0])
+    warm = model.cf_model.item_embedding.weight.clone()
+    assert not torch.allclose(warm, fresh)  # pre-trained
+    assert all(p.requires_grad for p in model.cf_model.parameters())  # still in the optimizer
+    losses = model.calculate_loss(batch)
+    assert losses[3] > 0  # L_cf keeps training it
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sum(losses).backward()
+    optimizer.step()
+    assert not torch.allclose(model.cf_model.item_embedding.weight, warm)
+
+
 def test_replace_freq_keeps_the_other_layers_original(ml100k_config, splits, batch):
     model = _model(ml100k_config, splits, replace_freq=2, architecture="psp")
     assert [type(layer).__name__ for layer in model.llm.layers] == ["LlamaDecoderLayer", "DAMoELayer"]

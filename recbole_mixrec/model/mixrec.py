@@ -76,6 +76,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.cf_model_name = config["cf_model"] if self.use_damoe else "none"
         self.cf_embedding_size = config["cf_embedding_size"]
         self.cf_trainable = config["cf_trainable"]
+        self.cf_warm_start = config["cf_warm_start"]
         self.lambda_cf = (config["lambda_cf"] or 0.0) if self.cf_trainable else 0.0
         self.cf_in_align = config["cf_in_align"]
         self.cf_in_causal = config["cf_in_causal"]
@@ -161,17 +162,24 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
     def prepare_training(self, train_data):
         """What a fresh run does once before its first epoch (the trainer calls it; not on
         resume, whose checkpoint holds the result): pre-train the frozen CF model
-        (``cf_trainable: False``), then start the item head from the data."""
-        if self.cf_model is not None and not self.cf_trainable:
+        (``cf_trainable: False``) or warm-start the joint one (``cf_warm_start``), then start the
+        item head from the data."""
+        if self.cf_model is not None and (self.cf_warm_start or not self.cf_trainable):
             self._pretrain_cf(self.cf_pretrain_epochs)
         self._init_head_from_data(train_data)
 
     def _pretrain_cf(self, epochs):
-        """``cf_trainable: False``: fit the CF model with BPR on all training pairs; it stays frozen."""
+        """Fit the CF model with BPR on all training pairs; frozen after unless ``cf_trainable``.
+
+        Why a warm start: joint training gives L_cf ``cf_batch_size`` pairs a step, well under one
+        pass over the training matrix per epoch, so the user vectors (the only part of MixRec that
+        sees a user's whole history) would carry little for the first epochs.
+        """
         self.cf_model.requires_grad_(True)
         loss = pretrain_cf(self.cf_model, self.train_pair_users, self.train_pair_items, self.n_items, epochs)
-        self.cf_model.requires_grad_(False)
-        self.logger.info(f"CF model pre-trained for {epochs} epochs (BPR {loss:.4f}), frozen")
+        self.cf_model.requires_grad_(self.cf_trainable)
+        state = "then trained jointly" if self.cf_trainable else "frozen"
+        self.logger.info(f"CF model pre-trained for {epochs} epochs (BPR {loss:.4f}), {state}")
 
     @torch.no_grad()
     def _init_head_from_data(self, train_data, n_batches=8, item_batch_size=64):
