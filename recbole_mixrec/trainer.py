@@ -309,7 +309,26 @@ class WeightsOnlyCheckpointMixin:
             self.logger.info("the checkpointed run had stopped early: nothing left to train")
 
 
-class BaselineTrainer(WeightsOnlyCheckpointMixin, Trainer):
+class ExcludeSeenItemsMixin:
+    """``eval_exclude_seen``: full ranking leaves out the items of each user's input sequence.
+
+    RecBole's full-sort evaluation masks a general model's training items but nothing for a
+    sequential model, whose ``ITEM_SEQ`` may repeat. Where items are never consumed twice
+    (ml-100k: no target is in its own input sequence) a model that reads only the last few
+    items spends top-k places on items the user already has; this protocol option shows how
+    much, the same for every model.
+    """
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        item_seq = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
+        if self.config["eval_exclude_seen"] and item_seq in interaction:
+            # padding is item 0, already -inf
+            scores.scatter_(1, interaction[item_seq].to(scores.device), -np.inf)
+        return interaction, scores, positive_u, positive_i
+
+
+class BaselineTrainer(WeightsOnlyCheckpointMixin, ExcludeSeenItemsMixin, Trainer):
     """RecBole's Trainer for the baselines, with checkpoints that torch 2.13 loads."""
 
 
@@ -325,13 +344,13 @@ def with_plugin_checkpoints(trainer_class):
         return trainer_class
     if trainer_class not in _WITH_PLUGIN_CHECKPOINTS:
         _WITH_PLUGIN_CHECKPOINTS[trainer_class] = type(
-            f"WeightsOnly{trainer_class.__name__}", (WeightsOnlyCheckpointMixin, trainer_class),
+            f"WeightsOnly{trainer_class.__name__}", (WeightsOnlyCheckpointMixin, ExcludeSeenItemsMixin, trainer_class),
             {"__module__": __name__, "__doc__": f"RecBole's {trainer_class.__name__}, plugin checkpoints."},
         )
     return _WITH_PLUGIN_CHECKPOINTS[trainer_class]
 
 
-class MixRecTrainer(WeightsOnlyCheckpointMixin, Trainer):
+class MixRecTrainer(WeightsOnlyCheckpointMixin, ExcludeSeenItemsMixin, Trainer):
     """Config keys read (besides RecBole's): ``learner`` (adamw), ``warmup_ratio``,
     ``valid_untrained``."""
 
