@@ -26,6 +26,10 @@ def tiny_config_dict(cache_dir, tmp_path_factory):
         "backbone_cache_dir": cache_dir,
         "epochs": 1,
         "max_seq_items": 4,
+        # one sample per user, every L_cl anchor: what these tests were written for (the CPU
+        # demo's defaults, two windows and 4 anchors, have tests of their own)
+        "train_samples": "last",
+        "cl_batch_size": None,
         "train_batch_size": 64,
         "eval_batch_size": 256,
         "show_progress": False,
