@@ -8,7 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests may reach a hub
 import pytest  # noqa: E402
 
 import recbole_mixrec  # noqa: E402,F401  registers the plugin with RecBole
-from recbole_mixrec.quick_start import build_config, load_dataset  # noqa: E402
+from recbole_mixrec.quick_start import build_config, load_dataset, run_mixrec  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +79,13 @@ def free_ports(count=1):
     finally:
         for sock in sockets:
             sock.close()
+
+
+@pytest.fixture(scope="session")
+def small_sasrec_run(tmp_path_factory):
+    """A real SASRec trained for one epoch on ml-100k in seconds (what ``run_mixrec`` returns):
+    a checkpoint for the tools that read any model's checkpoint. Read it, never write to it."""
+    small = {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "hidden_size": 16,
+             "n_layers": 1, "train_batch_size": 4096, "eval_batch_size": 4096,
+             "checkpoint_dir": str(tmp_path_factory.mktemp("small_sasrec"))}
+    return run_mixrec("SASRec", "ml-100k", config_dict=small)

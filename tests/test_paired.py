@@ -7,29 +7,19 @@ import pytest
 import recbole_mixrec  # noqa: F401  registers the plugin's models
 from benchmarks import paired
 from recbole_mixrec.errors import MixRecError
-from recbole_mixrec.quick_start import run_mixrec
-
-SMALL_SASREC = {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "hidden_size": 16,
-                "n_layers": 1, "train_batch_size": 4096, "eval_batch_size": 4096}
 
 
-@pytest.fixture(scope="module")
-def sasrec_run(tmp_path_factory):
-    return run_mixrec("SASRec", "ml-100k", config_dict={**SMALL_SASREC,
-                                                      "checkpoint_dir": str(tmp_path_factory.mktemp("paired"))})
-
-
-def test_per_user_values_average_to_recboles_figures(sasrec_run):
-    valid, dataset = paired.per_user_values(sasrec_run["saved_model_file"], "valid", "mrr@10")
-    test, _ = paired.per_user_values(sasrec_run["saved_model_file"], "test", "ndcg@10")
+def test_per_user_values_average_to_recboles_figures(small_sasrec_run):
+    valid, dataset = paired.per_user_values(small_sasrec_run["saved_model_file"], "valid", "mrr@10")
+    test, _ = paired.per_user_values(small_sasrec_run["saved_model_file"], "test", "ndcg@10")
     assert dataset == "ml-100k" and valid.shape == test.shape == (943,)
-    assert valid.mean() == pytest.approx(sasrec_run["best_valid_result"]["mrr@10"], abs=1e-4)
-    assert test.mean() == pytest.approx(sasrec_run["test_result"]["ndcg@10"], abs=1e-4)
+    assert valid.mean() == pytest.approx(small_sasrec_run["best_valid_result"]["mrr@10"], abs=1e-4)
+    assert test.mean() == pytest.approx(small_sasrec_run["test_result"]["ndcg@10"], abs=1e-4)
     assert ((valid == 0) | (valid >= 0.1)).all()  # reciprocal ranks of the top 10, or 0
 
 
-def test_a_checkpoint_against_itself_shows_no_difference(sasrec_run, capsys):
-    model_file = sasrec_run["saved_model_file"]
+def test_a_checkpoint_against_itself_shows_no_difference(small_sasrec_run, capsys):
+    model_file = small_sasrec_run["saved_model_file"]
     assert paired.main([model_file, model_file, "--samples", "200"]) == 0
     out = capsys.readouterr().out
     assert "over 943 users" in out and "B - A +0.0000, 95% interval [+0.0000, +0.0000]" in out

@@ -6,20 +6,11 @@ import torch
 
 import recbole_mixrec  # noqa: F401  registers the plugin's models
 from benchmarks import seen_items
-from recbole_mixrec.quick_start import build_trainer, load_data_and_model, run_mixrec
-
-SMALL_SASREC = {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "hidden_size": 16,
-                "n_layers": 1, "train_batch_size": 4096, "eval_batch_size": 4096}
+from recbole_mixrec.quick_start import build_trainer, load_data_and_model
 
 
-@pytest.fixture(scope="module")
-def sasrec_run(tmp_path_factory):
-    return run_mixrec("SASRec", "ml-100k", config_dict={**SMALL_SASREC,
-                                                      "checkpoint_dir": str(tmp_path_factory.mktemp("seen"))})
-
-
-def test_excluding_seen_items_masks_exactly_the_input_sequence(sasrec_run):
-    config, model, _, _, _, test_data = load_data_and_model(sasrec_run["saved_model_file"])
+def test_excluding_seen_items_masks_exactly_the_input_sequence(small_sasrec_run):
+    config, model, _, _, _, test_data = load_data_and_model(small_sasrec_run["saved_model_file"])
     trainer = build_trainer(config, model)
     trainer.evaluate(test_data, load_best_model=False)  # sets what batch scoring needs
     batch = next(iter(test_data))
@@ -34,10 +25,10 @@ def test_excluding_seen_items_masks_exactly_the_input_sequence(sasrec_run):
     assert torch.equal(excluded[~seen], plain[~seen])  # nothing else moves
 
 
-def test_seen_item_figures_on_ml100k(sasrec_run):
-    figures, model = seen_items.seen_item_figures(sasrec_run["saved_model_file"], "test")
+def test_seen_item_figures_on_ml100k(small_sasrec_run):
+    figures, model = seen_items.seen_item_figures(small_sasrec_run["saved_model_file"], "test")
     assert model == "SASRec"
-    assert figures["plain"] == pytest.approx(dict(sasrec_run["test_result"]), abs=1e-4)  # RecBole's protocol
+    assert figures["plain"] == pytest.approx(dict(small_sasrec_run["test_result"]), abs=1e-4)  # RecBole's protocol
     assert figures["target_seen"] == 0  # ml-100k: no target repeats an item of its input
     assert 0 < figures["top_seen"] < 1
     # the target is never left out, so every user's rank can only improve
@@ -46,8 +37,8 @@ def test_seen_item_figures_on_ml100k(sasrec_run):
     assert figures["exclude_seen"]["recall@10"] > figures["plain"]["recall@10"]
 
 
-def test_cli_prints_a_row_per_checkpoint(sasrec_run, capsys, tmp_path):
-    path = sasrec_run["saved_model_file"]
+def test_cli_prints_a_row_per_checkpoint(small_sasrec_run, capsys, tmp_path):
+    path = small_sasrec_run["saved_model_file"]
     assert seen_items.main([path, "--split", "valid"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {path}")]
     assert len(rows) == 1 and "| SASRec |" in rows[0]
