@@ -60,6 +60,12 @@ else  # what round 1 left: the other variants under the history-20 preset, MixRe
   job history20 amazon-scientific MixRec --config_files "$QS" --max_seq_items=20 --length_group_ratio=0.5 $Q
   job quality-cl4 amazon-scientific MixRec --config_files "$QS" --cl_batch_size=4 $Q
   job quality-hd amazon-scientific MixRec --config_files "$QS" --head_dropout=0.3 $Q
+  # 2026-12-01 (CPU): a warm-started CF model, and the baselines whose checkpoints
+  # benchmarks.seen_items scores below (a third of every model's top 10 on ml-100k is items
+  # already in the user's input)
+  job history20-cfwarm ml-100k MixRec --config_files "$QH" --cf_warm_start=True $Q
+  job baselines ml-100k SASRec $Q
+  job baselines ml-100k FDSA $Q
 fi
 ( while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \
   > logs/gpu_use.log 2>&1 &
@@ -68,6 +74,9 @@ wait $(jobs -p | grep -v "^$watcher$")
 kill $watcher 2> /dev/null
 echo quit | nvidia-cuda-mps-control 2> /dev/null
 
+# every best checkpoint under both protocols (RecBole's, and the input's items left out)
+timeout 150 python3 -W ignore -m benchmarks.seen_items $(ls "$ROOT"/*/*/checkpoints/*/*.pth | grep -v -- -last.pth) \
+  > logs/seen_items.md 2>&1; cat logs/seen_items.md | grep "^|"
 python3 -W ignore benchmarks/device/pack_results.py "$ROOT" "$OUT"
 grep -h -E "best valid|test result|valid result|epoch [0-9]+ training" logs/*.log | tail -40
 for f in logs/*.log; do echo "== $f"; grep -E "Error|error:|Traceback" "$f" | tail -3; done
