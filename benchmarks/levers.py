@@ -38,6 +38,7 @@ LEVERS = {
     "history-20": ("20 history items read, rows grouped by length", {"max_seq_items": 20, "length_group_ratio": 0.5}),
     "wd-0.05": ("AdamW weight decay 0.05 (the item head is most of the trainable weights)", {"weight_decay": 0.05}),
     "head-dropout-0.3": ("dropout 0.3 on the item head's input", {"head_dropout": 0.3}),
+    "cf-warm": ("CF model fitted with BPR on all training pairs before joint training", {"cf_warm_start": True}),
 }
 FIELDS = ("lever", "what", "train_loss", "valid_untrained", "valid_mrr@10", "test_ndcg@10", "test_recall@10",
           "test_mrr@10", "wall_time_s", "overrides")
