@@ -337,8 +337,8 @@ _WITH_PLUGIN_CHECKPOINTS = {Trainer: BaselineTrainer}
 
 def with_plugin_checkpoints(trainer_class):
     """``trainer_class`` (what ``recbole.utils.get_trainer`` picked, e.g. ``TraditionalTrainer``
-    for Pop) with the plugin's checkpoints, resume file and learning curve. Its training loop
-    is RecBole's, unchanged. Trainers that are not RecBole ``Trainer`` subclasses (the
+    for Pop) with the plugin's checkpoints, resume file, learning curve and ``eval_exclude_seen``.
+    Its training loop is RecBole's, unchanged. Trainers that are not RecBole ``Trainer`` subclasses (the
     decision-tree ones of context-aware models) and the plugin's own come back as they are."""
     if issubclass(trainer_class, WeightsOnlyCheckpointMixin) or not issubclass(trainer_class, Trainer):
         return trainer_class
