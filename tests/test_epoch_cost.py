@@ -24,7 +24,8 @@ def test_variants_parse_and_bad_ones_are_refused():
 def test_each_variant_builds_its_own_loaders(tiny_config_dict, capsys):
     entries = [f"--{key}={value}" for key, value in tiny_config_dict.items()]
     # one sample per user against every window of 2 items: many more steps per epoch
-    assert epoch_cost.main(["--variants", "last:train_samples=last", "windows:train_samples=windows,max_seq_items=2",
+    windows = "windows:train_samples=windows,max_seq_items=2,train_max_windows=None"  # every window
+    assert epoch_cost.main(["--variants", "last:train_samples=last", windows,
                             "--steps", "2", "--eval_batches", "1", *entries]) == 0
     rows = {m["name"]: m for m in map(LINE.match, capsys.readouterr().out.splitlines()) if m}
     assert set(rows) == {"last", "windows"}
