@@ -22,6 +22,7 @@ def seen_item_figures(model_file, split="test"):
     """``{"top_seen", "target_seen", "plain": {metric: value}, "exclude_seen": {...}}`` and the
     model's name, from RecBole's full-ranking evaluator run twice on ``split``."""
     from recbole_mixrec.quick_start import build_trainer, load_data_and_model
+    from recbole_mixrec.trainer import input_item_mask
 
     config, model, _, _, valid_data, test_data = load_data_and_model(model_file)
     data = valid_data if split == "valid" else test_data
@@ -39,8 +40,7 @@ def seen_item_figures(model_file, split="test"):
             interaction, scores, _, positive_i = trainer._full_sort_batch_eval(batch)
             if item_seq not in interaction:
                 raise MixRecError(f"{model_file}: its data has no input sequences ({item_seq}): not a sequential model")
-            seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, interaction[item_seq].to(scores.device), True)
-            seen[:, 0] = False  # padding
+            seen = input_item_mask(scores, interaction[item_seq])
             top_seen.append(seen.gather(1, scores.topk(k, dim=1).indices).float().mean(1))
             target_seen.append(seen[torch.arange(len(seen)), positive_i.to(seen.device)].float())
     figures.update(top_seen=float(torch.cat(top_seen).mean()), target_seen=float(torch.cat(target_seen).mean()))

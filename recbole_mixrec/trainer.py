@@ -309,6 +309,14 @@ class WeightsOnlyCheckpointMixin:
             self.logger.info("the checkpointed run had stopped early: nothing left to train")
 
 
+def input_item_mask(scores, item_seq):
+    """``[B, n_items]`` bool: True where an item is in the row's input sequence ``item_seq``
+    (``[B, L]``, padded with item 0, which is never marked)."""
+    mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, item_seq.to(scores.device), True)
+    mask[:, 0] = False
+    return mask
+
+
 class ExcludeSeenItemsMixin:
     """``eval_exclude_seen``: full ranking leaves out the items of each user's input sequence.
 
@@ -323,8 +331,7 @@ class ExcludeSeenItemsMixin:
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         item_seq = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
         if self.config["eval_exclude_seen"] and item_seq in interaction:
-            # padding is item 0, already -inf
-            scores.scatter_(1, interaction[item_seq].to(scores.device), -np.inf)
+            scores.masked_fill_(input_item_mask(scores, interaction[item_seq]), -np.inf)
         return interaction, scores, positive_u, positive_i
 
 
