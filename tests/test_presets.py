@@ -7,19 +7,14 @@ import glob
 import os
 
 import pytest
-import yaml
 
 from recbole_mixrec import registry  # noqa: F401  (fills PLUGIN_MODELS for specs_for)
-from recbole_mixrec.config_checks import _COMMENT, check_value, known_keys, specs_for
-from recbole_mixrec.properties import PROPERTIES_DIR, dataset_file
+from recbole_mixrec.config_checks import check_value, known_keys, specs_for, specs_from_text
+from recbole_mixrec.properties import PROPERTIES_DIR, dataset_file, read_yaml
 
 PRESETS = sorted(glob.glob(os.path.join(PROPERTIES_DIR, "quality", "*.yaml"))
                  + glob.glob(os.path.join(PROPERTIES_DIR, "paper", "*.yaml")))
-
-
-def _key_lines(path):
-    with open(path, encoding="utf-8") as handle:
-        return [line for line in handle if line[:1] not in ("", " ", "#", "\t", "\n") and ":" in line]
+DATASETS = [os.path.basename(p)[:-len(".yaml")] for p in glob.glob(os.path.join(PROPERTIES_DIR, "dataset", "*.yaml"))]
 
 
 def test_presets_exist():
@@ -30,13 +25,11 @@ def test_presets_exist():
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: os.path.relpath(p, PROPERTIES_DIR))
 def test_every_preset_key_is_documented_known_and_valid(path):
     specs = specs_for("MixRec")
+    settings = read_yaml(path)
     with open(path, encoding="utf-8") as handle:
-        settings = yaml.safe_load(handle) or {}
-    lines = _key_lines(path)
-    assert len(lines) == len(settings), "one line per top-level key"
-    for line in lines:
-        key = line.partition(":")[0].strip()
-        assert _COMMENT.search(line), f"{key}: no '# (type) ...' comment"
+        documented = specs_from_text(handle.read(), path)  # the keys with a '# (type) ...' comment
+    assert set(documented) == set(settings), "every key needs a '# (type) ...' comment"
+    for key in settings:
         assert key in known_keys(), f"{key}: not a key RecBole or the plugin knows"
         if key in specs:
             assert check_value(specs[key], settings[key]) is None, f"{key}={settings[key]!r}"
@@ -45,9 +38,7 @@ def test_every_preset_key_is_documented_known_and_valid(path):
 @pytest.mark.parametrize("path", [p for p in PRESETS if os.path.basename(os.path.dirname(p)) == "quality"],
                          ids=os.path.basename)
 def test_quality_preset_text_fields_are_loaded_by_its_dataset(path):
-    dataset = next(name for name in ("ml-100k", "amazon-scientific") if os.path.basename(path).startswith(name))
-    with open(dataset_file(dataset), encoding="utf-8") as handle:
-        loaded = set(yaml.safe_load(handle)["load_col"]["item"])
-    with open(path, encoding="utf-8") as handle:
-        fields = (yaml.safe_load(handle) or {}).get("item_text_fields")
+    dataset = max((name for name in DATASETS if os.path.basename(path).startswith(name)), key=len)
+    loaded = set(read_yaml(dataset_file(dataset))["load_col"]["item"])
+    fields = read_yaml(path).get("item_text_fields")
     assert fields is None or set(fields) <= loaded, f"{fields} not all in the item columns {sorted(loaded)}"
