@@ -66,9 +66,9 @@ else  # what round 1 left: the other variants under the history-20 preset, MixRe
   job history20-cfwarm ml-100k MixRec --config_files "$QH" --cf_warm_start=True $Q
   job baselines ml-100k SASRec $Q
   job baselines ml-100k FDSA $Q
-  # 2026-12-01 (third session, CPU): 50 history items with titles only stayed below 20 items
-  # with the full text (valid MRR@10 0.0360 vs 0.0449 after 4 epochs), and so did 20 items with
-  # titles only: SASRec's 50 items with the full text (~2.3x the tokens of titles: ~26 min per
+  # 2026-12-01 (third session, CPU): 20 items with titles only matched the full text (valid
+  # MRR@10 0.0468 at epoch 4 for both), 50 items with titles only stayed below (0.0360 after
+  # 4 epochs): SASRec's 50 items with the full text (~2.3x the tokens of titles: ~26 min per
   # epoch on 2 CPU cores, unmeasured) is the next history run
   job history50 ml-100k MixRec --config_files "$QH" --max_seq_items=50 $Q
 fi
