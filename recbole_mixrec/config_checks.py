@@ -221,6 +221,7 @@ def check_settings(config, model, config_dict=None, user_files=None, strict=True
             if expected is not None:
                 problems.append(f"{key}={final[key]!r} ({where_set(key, config_dict, user_files)}): "
                                 f"expected {expected}")
+    problems += _relation_problems(final, config_dict, user_files)
     user_keys = {key: "" for key in config_dict or {}}
     from recbole_mixrec.properties import read_yaml
 
@@ -235,6 +236,16 @@ def check_settings(config, model, config_dict=None, user_files=None, strict=True
     problems += typos
     if problems:
         raise MixRecError("invalid settings: " + "; ".join(problems))
+
+
+def _relation_problems(final, config_dict, user_files):
+    """Settings valid alone but not together (one rule so far; a comment's range names one key)."""
+    stride, max_items = final.get("train_window_stride"), final.get("max_seq_items")
+    if isinstance(stride, int) and isinstance(max_items, int) and stride > max_items:
+        # windows further apart than they are long would leave transitions unsupervised
+        return [f"train_window_stride={stride} ({where_set('train_window_stride', config_dict, user_files)}): "
+                f"expected at most max_seq_items ({max_items})"]
+    return []
 
 
 def read_settings_file(path):

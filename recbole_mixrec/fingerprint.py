@@ -12,7 +12,7 @@ IDENTITY_KEYS = (
     "item_text_fields", "item_text_max_tokens",
     "max_seq_items", "MAX_ITEM_LIST_LENGTH", "USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD",
     "load_col", "eval_args", "user_inter_num_interval", "item_inter_num_interval",
-    "val_interval", "train_samples", "train_max_windows",
+    "val_interval", "train_samples", "train_max_windows", "train_window_stride",
 )
 # settings that say where and how a run executes, not what it computes: never compared
 HOUSEKEEPING_KEYS = (

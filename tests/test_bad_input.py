@@ -75,6 +75,7 @@ SETTINGS = [
     (["--backbone_layers=0"], "backbone_layers=0", "or None"),
     (["--stopping_step=zero"], "stopping_step='zero'", "an integer"),
     (["--train_samples=every"], "train_samples='every'", "one of ['windows', 'last', 'all']"),
+    (["--max_seq_items=3", "--train_window_stride=4"], "train_window_stride=4", "at most max_seq_items (3)"),
     (["--head_init=txt"], "head_init='txt'", "one of ['text', 'random']"),
     (["--cf_model=LightGCN"], "cf_model='LightGCN'", "one of ['NCF', 'MF', 'none']"),
     (["--gate_init_causal=1.0"], "gate_init_causal=1.0", "in (0, 1)"),

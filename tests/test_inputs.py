@@ -43,6 +43,21 @@ def test_next_item_labels_shift_the_window_and_end_with_the_target():
     window = torch.tensor([[5, 6, 7], [8, 9, 0]])
     labels = next_item_labels(window, torch.tensor([3, 2]), torch.tensor([70, 90]))
     assert labels.tolist() == [[6, 7, 70], [9, 90, 0]]
+    # overlapping windows: only each row's last 2 positions (train_window_stride)
+    labels = next_item_labels(window, torch.tensor([3, 2]), torch.tensor([70, 90]), supervised=2)
+    assert labels.tolist() == [[0, 7, 70], [9, 90, 0]]
+
+
+def test_supervised_positions_only_where_windows_overlap():
+    from recbole_mixrec.model.inputs import supervised_positions
+
+    def config(**keys):
+        return {"train_samples": "windows", "max_seq_items": 5, "train_window_stride": None, **keys}
+
+    assert supervised_positions(config()) is None
+    assert supervised_positions(config(train_window_stride=5)) is None
+    assert supervised_positions(config(train_window_stride=2)) == 2
+    assert supervised_positions(config(train_window_stride=2, train_samples="last")) is None
 
 
 def test_length_groups_start_a_group_below_ratio_times_its_longest():

@@ -149,40 +149,63 @@ def test_state_dict_holds_only_trainable_weights_and_loads_back(model, base_conf
     assert np.isfinite(sum(v.sum().item() for v in state.values()))
 
 
-@pytest.mark.parametrize("mode", ["windows", "windows-2", "last", "all"])
-def test_train_samples_cover_the_training_transitions(tmp_path, tiny_config_dict, mode):
+TRAIN_SAMPLE_CASES = {  # case -> (train_samples, train_max_windows, train_window_stride)
+    "windows": ("windows", None, None),
+    "windows-2": ("windows", 2, None),
+    "windows-stride-2": ("windows", None, 2),
+    "windows-stride-1": ("windows", None, 1),
+    "last": ("last", None, None),
+    "all": ("all", None, None),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_SAMPLE_CASES))
+def test_train_samples_cover_the_training_transitions(tmp_path, tiny_config_dict, case):
     """``windows``: the windows of max_seq_items read by the kept prefixes supervise every
-    training transition exactly once (``train_max_windows`` 2: the last 6); ``last`` one
-    window per user; ``all`` every prefix."""
+    training transition exactly once (``train_max_windows`` 2: the last 6); with
+    ``train_window_stride`` N they overlap, still supervise each transition once, and every
+    supervised transition but a user's first few is read after at least max_seq_items - N + 1
+    items; ``last`` one window per user; ``all`` every prefix. The supervised positions are
+    the ones the models' own labels keep."""
     from recbole.data import data_preparation
 
+    from recbole_mixrec.model.inputs import last_items, next_item_labels, supervised_positions
     from recbole_mixrec.quick_start import load_dataset
     from tests.conftest import write_atomic
 
+    mode, max_windows, stride = TRAIN_SAMPLE_CASES[case]
     lengths = {1: 4, 2: 5, 3: 7, 4: 9, 5: 12, 6: 20}  # interactions per user
     inter = [(u, 100 + (u * 7 + t) % 30, t) for u, n in lengths.items() for t in range(n)]
     items = [(100 + i, f"item {i}", "brand") for i in range(30)]
     write_atomic(str(tmp_path), "windows", inter, items)
     config = build_config("MixRec", "windows", config_dict=dict(
-        tiny_config_dict, data_path=str(tmp_path), train_samples=mode.split("-")[0], max_seq_items=3,
-        train_max_windows=int(mode.split("-")[1]) if "-" in mode else None,
+        tiny_config_dict, data_path=str(tmp_path), train_samples=mode, max_seq_items=3,
+        train_max_windows=max_windows, train_window_stride=stride,
         lambda_cl=0.0, load_col={"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title", "brand"]},
         item_text_fields=["title", "brand"],
     ))
     train = data_preparation(config, load_dataset(config))[0]._dataset
-    supervised = {}  # user -> training transitions (0-based target index in the history)
-    for user, length in zip(train.inter_feat["user_id"].tolist(), train.inter_feat["item_length"].tolist()):
+    feat = train.inter_feat
+    window, count = last_items(feat["item_id_list"], feat["item_length"], 3)
+    labels = next_item_labels(window, count, feat["item_id"], supervised_positions(config))
+    supervised = {}  # user -> [(target index in the user's history, items read before it)]
+    for user, length, row in zip(feat["user_id"].tolist(), feat["item_length"].tolist(), labels.tolist()):
         raw_user = int(train.id2token("user_id", user))
-        first = length - 3 + 1 if mode != "all" else length  # the window read ends at the target
-        supervised.setdefault(raw_user, []).extend(range(max(1, first), length + 1))
+        first = length - min(length, 3) + 1  # target index of the window's first position
+        kept = [(first + j, first + j - (length - min(length, 3))) for j, label in enumerate(row) if label > 0]
+        supervised.setdefault(raw_user, []).extend(kept)
     for user, n in lengths.items():
         expected = list(range(1, n - 2))  # targets 1 .. n-3 (n-2: valid, n-1: test)
-        got = sorted(supervised.get(user, []))
-        if mode == "windows":
-            assert got == expected, user
-        elif mode == "windows-2":
+        got = sorted(target for target, _ in supervised.get(user, []))
+        if mode == "windows" and max_windows:
             assert got == expected[-6:], user
         elif mode == "last":
             assert got == expected[-3:], user
+        elif mode == "all":  # every prefix supervises every position it reads: some more than once
+            assert sorted(set(got)) == expected, user
+            assert user != 6 or len(got) > len(expected)
         else:
             assert got == expected, user
+        if stride and n - 3 >= 3:  # a full window (target 3 on) reads at least max_seq_items - N + 1 items
+            read = [items_read for target, items_read in supervised[user] if target >= 3]
+            assert read and min(read) >= 3 - stride + 1, user

@@ -57,7 +57,8 @@ class MixRecDataset(PluginSequentialDataset):
     """A :class:`SequentialDataset` whose items carry a tokenised sentence.
 
     Config keys read: ``item_text_fields``, ``item_text_max_tokens``, ``item_text_missing``,
-    ``backbone``, ``backbone_cache_dir``, ``train_samples``, ``train_max_windows``, ``max_seq_items``,
+    ``backbone``, ``backbone_cache_dir``, ``train_samples``, ``train_max_windows``,
+    ``train_window_stride``, ``max_seq_items``,
     and for the hard
     negatives of L_cl (mined when ``lambda_cl > 0``) ``text_encoder``, ``mf_dim``,
     ``hard_negative_ratio``.
@@ -71,7 +72,12 @@ class MixRecDataset(PluginSequentialDataset):
     transition up to ``max_seq_items`` times per epoch. ``windows`` (default) keeps every
     ``max_seq_items``-th prefix counted back from a user's last one: the windows read do not
     overlap and together supervise every training transition once per epoch (or the last
-    ``train_max_windows`` windows of each user, the most recent transitions). ``last`` keeps one
+    ``train_max_windows`` windows of each user, the most recent transitions). With
+    ``train_window_stride`` N < ``max_seq_items`` a window starts every N transitions, so windows
+    overlap and the models supervise only each window's last N positions (all of a user's first):
+    still every transition once, now each predicted from at least ``max_seq_items - N + 1`` items
+    read (non-overlapping windows: 1 to ``max_seq_items``; validation reads ``max_seq_items``),
+    for ``max_seq_items / N`` times the tokens. ``last`` keeps one
     sample per user (its last window only: on ml-100k with 5 items read, 4.9% of the
     transitions). Validation and test are RecBole's.
     """
@@ -133,15 +139,19 @@ class MixRecDataset(PluginSequentialDataset):
         max_windows = self.config["train_max_windows"] if mode == "windows" else None
         if mode == "last":
             keep = from_end == 0
-        else:  # the last prefix, then every max_seq_items-th one before it
-            stride = self.config["max_seq_items"]
+        else:  # the last prefix, then every stride-th one before it
+            # train_window_stride <= max_seq_items: config_checks refuses more
+            stride = (mode == "windows" and self.config["train_window_stride"]) or self.config["max_seq_items"]
             keep = from_end % stride == 0
             if max_windows:  # the most recent windows only
                 keep &= from_end < max_windows * stride
         keep = np.flatnonzero(keep)
         limit = f", each user's last {max_windows}" if max_windows else ""
+        if mode == "windows" and stride < self.config["max_seq_items"]:
+            limit += f", starting every {stride} transitions (each supervises its last {stride})"
         self.logger.info(
             set_color("training samples", "blue")
             + f": {len(uids)} prefixes -> {len(keep)} ({TRAIN_SAMPLE_MODES[mode]}{limit})"
         )
         return train.copy(train.inter_feat[keep])
+

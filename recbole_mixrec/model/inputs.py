@@ -102,8 +102,23 @@ def length_groups(lengths, ratio):
     return groups
 
 
-def next_item_labels(window, count, target):
+def next_item_labels(window, count, target, supervised=None):
     """L_seq labels ``[B, m]``: position j predicts window item j+1, the last read item
-    predicts the sample's target; 0 (ignored) after ``count``."""
+    predicts the sample's target; 0 (ignored) after ``count``. ``supervised`` N: only each
+    row's last N positions keep their label, the earlier ones being an overlapping earlier
+    window's (``train_window_stride``)."""
     labels = torch.cat([window[:, 1:], window.new_zeros(window.size(0), 1)], dim=1)
-    return labels.scatter(1, (count - 1).unsqueeze(1), target.unsqueeze(1))
+    labels = labels.scatter(1, (count - 1).unsqueeze(1), target.unsqueeze(1))
+    if supervised is not None:
+        positions = torch.arange(window.size(1), device=window.device)
+        labels = labels.masked_fill(positions < (count - supervised).unsqueeze(1), 0)
+    return labels
+
+
+def supervised_positions(config):
+    """How many last positions of a training window L_seq supervises: ``train_window_stride``
+    where ``windows`` overlap (see ``MixRecDataset``), else None (every position)."""
+    stride = config["train_window_stride"]
+    if config["train_samples"] != "windows" or stride is None or stride >= config["max_seq_items"]:
+        return None
+    return stride

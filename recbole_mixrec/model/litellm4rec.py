@@ -30,7 +30,7 @@ from recbole_mixrec.disk_cache import cache_key, load_or_build
 from recbole_mixrec.errors import MixRecError
 from recbole_mixrec.model.adapters import insert_adapters
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
-from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items
+from recbole_mixrec.model.inputs import last_items, next_item_labels, pack_items, supervised_positions
 from recbole_mixrec.model.losses import next_item_loss
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
         self.sequence_heads = config["sequence_heads"]
         self.sequence_dropout = config["sequence_dropout"]
         self.max_seq_items = config["max_seq_items"]
+        self.supervised_positions = supervised_positions(config)
         self.adapter_bottleneck = config["adapter_bottleneck"]
         self.adapter_act = config["adapter_act"]
         self.adapter_init_std = config["adapter_init_std"]
@@ -280,7 +281,7 @@ class LiteLLM4Rec(FrozenBackboneMixin, SequentialRecommender):
     def calculate_loss(self, interaction):
         target = interaction[self.POS_ITEM_ID]
         hidden, window, count = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        labels = next_item_labels(window, count, target)
+        labels = next_item_labels(window, count, target, self.supervised_positions)
         return next_item_loss(self.item_projection(hidden), labels)
 
     def _last_hidden(self, interaction):

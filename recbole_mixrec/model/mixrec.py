@@ -26,7 +26,13 @@ from recbole_mixrec.model.attention import ExpertMasks
 from recbole_mixrec.model.cf import build_cf_model, pretrain_cf
 from recbole_mixrec.model.damoe import DAMoEInputs, insert_damoe_layers
 from recbole_mixrec.model.frozen_backbone import FrozenBackboneMixin
-from recbole_mixrec.model.inputs import last_items, length_groups, next_item_labels, pack_items
+from recbole_mixrec.model.inputs import (
+    last_items,
+    length_groups,
+    next_item_labels,
+    pack_items,
+    supervised_positions,
+)
 from recbole_mixrec.model.item_head import ItemHead
 from recbole_mixrec.model.losses import alignment_loss, bpr_loss, info_nce, next_item_loss
 
@@ -65,6 +71,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.adapter_act = config["adapter_act"]
         self.adapter_init_std = config["adapter_init_std"]
         self.max_seq_items = config["max_seq_items"]
+        self.supervised_positions = supervised_positions(config)
         self.length_group_ratio = config["length_group_ratio"]
         self.lambda_align = config["lambda_align"] if self.use_adapters else 0.0
         self.align_batch_size = config["align_batch_size"]
@@ -319,7 +326,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         hidden, window, count = self.forward(
             interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], user
         )
-        labels = next_item_labels(window, count, target)
+        labels = next_item_labels(window, count, target, self.supervised_positions)
         loss_seq = next_item_loss(self.item_projection(hidden, "seq", labels > 0), labels)
         zero = torch.zeros_like(loss_seq)
 
