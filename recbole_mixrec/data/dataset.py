@@ -146,12 +146,12 @@ class MixRecDataset(PluginSequentialDataset):
             if max_windows:  # the most recent windows only
                 keep &= from_end < max_windows * stride
         keep = np.flatnonzero(keep)
-        limit = f", each user's last {max_windows}" if max_windows else ""
+        what = TRAIN_SAMPLE_MODES[mode]
         if mode == "windows" and stride < self.config["max_seq_items"]:
-            limit += f", starting every {stride} transitions (each supervises its last {stride})"
+            what = f"windows of max_seq_items starting every {stride} transitions, each supervising its last {stride}"
+        limit = f", each user's last {max_windows}" if max_windows else ""
         self.logger.info(
-            set_color("training samples", "blue")
-            + f": {len(uids)} prefixes -> {len(keep)} ({TRAIN_SAMPLE_MODES[mode]}{limit})"
+            set_color("training samples", "blue") + f": {len(uids)} prefixes -> {len(keep)} ({what}{limit})"
         )
         return train.copy(train.inter_feat[keep])
 
