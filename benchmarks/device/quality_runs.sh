@@ -66,10 +66,12 @@ else  # what round 1 left: the other variants under the history-20 preset, MixRe
   job history20-cfwarm ml-100k MixRec --config_files "$QH" --cf_warm_start=True $Q
   job baselines ml-100k SASRec $Q
   job baselines ml-100k FDSA $Q
-  # 2026-12-01 (third session, CPU): 20 items with titles only matched the full text (valid
-  # MRR@10 0.0468 at epoch 4 for both), 50 items with titles only stayed below (0.0360 after
-  # 4 epochs): SASRec's 50 items with the full text (~2.3x the tokens of titles: ~26 min per
-  # epoch on 2 CPU cores, unmeasured) is the next history run
+  # 2026-12-01 (third and fourth sessions, CPU): 20 items with titles only matched the full
+  # text (valid MRR@10 0.0476 / 0.0478 at the best epoch), 50 items with titles only stayed
+  # below at batch 16 and at batch 8 (the 20-item step count); overlapping windows (every
+  # transition predicted from >= 11 items) were level with 20 items after 3 epochs: their
+  # converged figure, and 50 items with the full text
+  job history20-stride10 ml-100k MixRec --config_files "$QH" --train_window_stride=10 --train_batch_size=32 $Q
   job history50 ml-100k MixRec --config_files "$QH" --max_seq_items=50 $Q
 fi
 ( while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \

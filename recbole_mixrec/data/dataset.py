@@ -154,4 +154,3 @@ class MixRecDataset(PluginSequentialDataset):
             set_color("training samples", "blue") + f": {len(uids)} prefixes -> {len(keep)} ({what}{limit})"
         )
         return train.copy(train.inter_feat[keep])
-
