@@ -192,7 +192,7 @@ def test_train_samples_cover_the_training_transitions(tmp_path, tiny_config_dict
     for user, length, row in zip(feat["user_id"].tolist(), feat["item_length"].tolist(), labels.tolist()):
         raw_user = int(train.id2token("user_id", user))
         first = length - min(length, 3) + 1  # target index of the window's first position
-        kept = [(first + j, first + j - (length - min(length, 3))) for j, label in enumerate(row) if label > 0]
+        kept = [(first + j, j + 1) for j, label in enumerate(row) if label > 0]  # position j read j + 1 items
         supervised.setdefault(raw_user, []).extend(kept)
     for user, n in lengths.items():
         expected = list(range(1, n - 2))  # targets 1 .. n-3 (n-2: valid, n-1: test)

@@ -12,6 +12,7 @@ from recbole_mixrec.data.hard_negatives import cached_hard_negatives
 from recbole_mixrec.data.item_text import configured_item_sentences
 from recbole_mixrec.data.item_tokens import ItemTokenStore
 from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.model.inputs import supervised_positions
 from recbole_mixrec.properties import fill_defaults
 
 TRAIN_SAMPLE_MODES = {
@@ -137,18 +138,19 @@ class MixRecDataset(PluginSequentialDataset):
         from_end = np.empty(len(uids), dtype=np.int64)
         from_end[by_user] = np.repeat(first_row + row_count - 1, row_count) - np.arange(len(uids))
         max_windows = self.config["train_max_windows"] if mode == "windows" else None
+        # windows that overlap start every N transitions, N the positions the models supervise
+        overlap = supervised_positions(self.config)
         if mode == "last":
             keep = from_end == 0
         else:  # the last prefix, then every stride-th one before it
-            # train_window_stride <= max_seq_items: config_checks refuses more
-            stride = (mode == "windows" and self.config["train_window_stride"]) or self.config["max_seq_items"]
+            stride = overlap or self.config["max_seq_items"]
             keep = from_end % stride == 0
             if max_windows:  # the most recent windows only
                 keep &= from_end < max_windows * stride
         keep = np.flatnonzero(keep)
         what = TRAIN_SAMPLE_MODES[mode]
-        if mode == "windows" and stride < self.config["max_seq_items"]:
-            what = f"windows of max_seq_items starting every {stride} transitions, each supervising its last {stride}"
+        if overlap:
+            what = f"windows of max_seq_items starting every {overlap} transitions, each supervising its last {overlap}"
         limit = f", each user's last {max_windows}" if max_windows else ""
         self.logger.info(
             set_color("training samples", "blue") + f": {len(uids)} prefixes -> {len(keep)} ({what}{limit})"
