@@ -1,6 +1,6 @@
 """What one epoch of a preset costs, from real training steps: the sizing tool of the presets.
 
-    python -m benchmarks.epoch_cost --dataset ml-100k --config_files properties/quality/ml-100k.yaml \
+    python -m benchmarks.epoch_cost --dataset ml-100k --config_files properties/quality/ml-100k-history5.yaml \
         --variants "preset:" "history20:max_seq_items=20,train_max_windows=None" [--steps 8]
 
 Each variant (``name:key=value,...`` on top of the config files and the command's ``--key=value``

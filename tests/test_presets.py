@@ -42,3 +42,14 @@ def test_quality_preset_text_fields_are_loaded_by_its_dataset(path):
     loaded = set(read_yaml(dataset_file(dataset))["load_col"]["item"])
     fields = read_yaml(path).get("item_text_fields")
     assert fields is None or set(fields) <= loaded, f"{fields} not all in the item columns {sorted(loaded)}"
+
+
+def test_ml100k_fulltext_addon_restores_the_datasets_sentence_over_the_titles_preset():
+    from recbole_mixrec.quick_start import build_config
+
+    quality = os.path.join(PROPERTIES_DIR, "quality")
+    sentence = read_yaml(dataset_file("ml-100k"))["item_text_fields"]
+    titles = build_config("MixRec", "ml-100k", [os.path.join(quality, "ml-100k.yaml")])
+    assert titles["item_text_fields"] == ["movie_title"] and titles["max_seq_items"] == 20
+    full = build_config("MixRec", "ml-100k", [os.path.join(quality, name) for name in ("ml-100k.yaml", "ml-100k-fulltext.yaml")])
+    assert full["item_text_fields"] == sentence and full["max_seq_items"] == 20

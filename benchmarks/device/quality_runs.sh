@@ -38,9 +38,9 @@ job() {  # job NAME DATASET MODEL [compare args...]
     --resume "$ROOT/$ds/$name" "$@" ${EXTRA:-} > "logs/$ds-$name-$model.log" 2>&1 &
 }
 QS=properties/quality/amazon-scientific.yaml
-QM=properties/quality/ml-100k.yaml
+QM=properties/quality/ml-100k-history5.yaml   # the first ml-100k preset (round 1)
 Q="--show_progress=False"
-QH=properties/quality/ml-100k-history20.yaml
+QH="properties/quality/ml-100k.yaml properties/quality/ml-100k-fulltext.yaml"   # 20 items, full text
 if [ "${ROUND:-2}" = 1 ]; then  # 2026-11-30, first loan: the rows of README's GPU table
   job quality amazon-scientific MixRec --config_files "$QS" $Q
   job quality amazon-scientific MixRec_base --config_files "$QS" $Q

@@ -70,4 +70,4 @@ def pretrain_cf(cf_model, users, items, n_items, epochs, batch_size=1024, lr=1e-
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return float(loss)
+    return loss.item()
