@@ -333,3 +333,19 @@ def test_an_interrupted_or_old_subset_is_never_reused(tmp_path):
         {"source": os.path.abspath(config["data_path"]), "ratio": 0.5, "seed": 1, "users_kept": 1}))
     (folder / "tiny-bo.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t1\t1\n")
     assert write_user_subset(config, str(target), 0.5, 1)[2] == 5 and read_subset(folder) == good
+
+
+def test_trials_keep_the_users_item_text_over_the_dataset_yaml(tmp_path):
+    """The subset's name (ml-100k-bo) has no dataset yaml, so its keys travel in the trial's
+    config_dict: a preset's item_text_fields (ml-100k's quality preset: titles) must win there."""
+    from recbole_mixrec.properties import PROPERTIES_DIR
+    from recbole_mixrec.quick_start import build_config
+    from recbole_mixrec.search.trials import prepare_trial_spec
+
+    preset = [os.path.join(PROPERTIES_DIR, "quality", "ml-100k.yaml")]
+    config = search_config("MixRec", "ml-100k", preset, {"bo_subset_ratio": 0.05})
+    spec = prepare_trial_spec("MixRec", "ml-100k", config, str(tmp_path), preset, {"bo_subset_ratio": 0.05})
+    assert spec["dataset"] == "ml-100k-bo" and 0 < spec["users_kept"] < 100
+    trial = build_config(spec["model"], spec["dataset"], spec["config_file_list"], spec["config_dict"])
+    assert list(trial["item_text_fields"]) == ["movie_title"] and trial["max_seq_items"] == 20
+    assert trial["load_col"]["item"] == ["item_id", "movie_title", "release_year", "class"]
