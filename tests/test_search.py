@@ -160,3 +160,17 @@ def test_ray_runs_two_real_mixrec_trials_in_parallel(tiny_config_dict, tmp_path)
         assert yaml.safe_load(handle) == {"architecture": best}
     assert best == max(records, key=lambda r: r["value"])["architecture"]
     assert os.path.getsize(results["plot"]) > 0 and os.path.isfile(results["summary_csv"])
+
+
+def test_the_printed_training_command_keeps_the_users_config_files_before_the_design():
+    import shlex
+
+    from recbole_mixrec.cli import parse_args
+    from recbole_mixrec.search.__main__ import train_command
+
+    command = train_command("MixRec", "ml-100k", ["properties/quality/ml-100k.yaml"], "/runs/bo/best_architecture.yaml")
+    args, files, _ = parse_args(shlex.split(command)[2:])
+    assert (args.model, args.dataset) == ("MixRec", "ml-100k")
+    assert files == ["properties/quality/ml-100k.yaml", "/runs/bo/best_architecture.yaml"]
+    _, files, _ = parse_args(shlex.split(train_command("MixRec", "ml-100k", None, "best.yaml"))[2:])
+    assert files == ["best.yaml"]

@@ -21,6 +21,13 @@ def parse_args(argv):
     return args.model, args.dataset, split_files(args.config_files), config_entries(parser, rest)
 
 
+def train_command(model, dataset, files, best_file):
+    """The full training of the found design: the trials trained with the user's config files,
+    so the full run needs them too, with the design's file last (it wins)."""
+    listed = " ".join(list(files or []) + [best_file])  # --config_files splits on spaces
+    return f'python run_recbole_mixrec.py --model={model} --dataset={dataset} --config_files="{listed}"'
+
+
 def main(argv=None):
     model, dataset, files, config_dict = parse_args(sys.argv[1:] if argv is None else argv)
     quiet_recbole_warnings()
@@ -36,8 +43,7 @@ def main(argv=None):
     print(f"best architecture: {best} (trial {b['trial_id']}, valid MRR@10 {b['value']:.4f}, "
           f"{len(results['records'])} trials)")
     print(f"wrote {results['best_architecture_file']}, {results['summary_md']}, {results['plot']}")
-    print(f"train it: python run_recbole_mixrec.py --model={model} --dataset={dataset} "
-          f"--config_files={results['best_architecture_file']}")
+    print(f"train it: {train_command(model, dataset, files, results['best_architecture_file'])}")
     return 0
 
 
