@@ -14,6 +14,15 @@ moving it to the device; the trainer is MixRec's (AdamW over the trainable weigh
 AMP. Printed per variant: median seconds per step, steps per epoch, the projected minutes of
 one epoch of training and of one validation, and the ratio of the epoch to the first variant's.
 Figures taken while other work shares the machine are not timings.
+
+``--weights CHECKPOINT`` starts every variant from a trained model's weights (of the same model
+and settings) instead of a fresh one: what a late epoch costs. ``cpu_flush_denormal`` is
+process-wide and reaches the OpenMP threads only when set before they start, so variants must
+agree on it; time each setting in a run of its own (denormal gradients appear only after some
+training):
+
+    python -m benchmarks.epoch_cost --config_files properties/quality/ml-100k.yaml --weights <run>-last.pth \
+        [--cpu_flush_denormal=False]
 """
 
 import argparse
@@ -25,6 +34,7 @@ import torch
 
 from recbole_mixrec.cli import config_entries, quiet_recbole_warnings, split_files
 from recbole_mixrec.errors import MixRecError
+from recbole_mixrec.quick_start import apply_float_settings
 
 
 def parse_variant(parser, text):
@@ -46,11 +56,16 @@ def parse_args(argv):
     parser.add_argument("--variants", nargs="+", default=["default:"], help="name:key=value,... per variant")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per variant (after one warm-up)")
     parser.add_argument("--eval_batches", type=int, default=3, help="timed validation batches per variant")
+    parser.add_argument("--weights", default=None, metavar="CHECKPOINT",
+                        help="start every variant from this checkpoint's weights (a trained model)")
     args, rest = parser.parse_known_args(argv)
     args.config_dict = config_entries(parser, rest)
     args.variants = [parse_variant(parser, text) for text in args.variants]
     if args.steps < 1 or args.eval_batches < 0:
         parser.error("--steps must be >= 1 and --eval_batches >= 0")
+    if len({overrides.get("cpu_flush_denormal") for _, overrides in args.variants}) > 1:
+        parser.error("cpu_flush_denormal is process-wide (the OpenMP threads keep the mode they started "
+                     "with): time each setting in a run of its own, not as variants of one run")
     return args
 
 
@@ -61,6 +76,7 @@ class Variant:
         from recbole.data import data_preparation
         from recbole.utils import get_model, init_seed
 
+        from recbole_mixrec.checkpoint import read_checkpoint
         from recbole_mixrec.quick_start import build_config, load_dataset
         from recbole_mixrec.trainer import MixRecTrainer
 
@@ -68,8 +84,15 @@ class Variant:
         config = build_config(args.model, args.dataset, split_files(args.config_files),
                               {**args.config_dict, **overrides, "show_progress": False})
         init_seed(config["seed"], config["reproducibility"])
+        apply_float_settings(config)  # before the first parallel op: the OpenMP threads inherit it
         train_data, valid_data, _ = data_preparation(config, load_dataset(config))
         self.model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        if args.weights:
+            try:
+                self.model.load_state_dict(read_checkpoint(args.weights)["state_dict"])
+            except RuntimeError as err:  # another model or other settings: say so in one line
+                raise MixRecError(f"--weights {args.weights} does not fit variant '{name}': "
+                                  f"{str(err).splitlines()[0]}") from None
         self.trainer = MixRecTrainer(config, self.model)  # its optimizer: AdamW over the trainable weights
         self.clip = config["clip_grad_norm"]
         self.steps_per_epoch, self.eval_batches_per_run = len(train_data), len(valid_data)

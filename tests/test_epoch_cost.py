@@ -6,6 +6,7 @@ import re
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import recbole_mixrec  # noqa: E402,F401  registers MixRec
 from benchmarks import epoch_cost  # noqa: E402
@@ -36,3 +37,25 @@ def test_each_variant_builds_its_own_loaders(tiny_config_dict, capsys):
         projected = float(row["step"]) * int(row["steps"]) / 60
         # printed: the step to 3 decimals, the epoch to 1
         assert float(row["epoch"]) == pytest.approx(projected, abs=0.05 + 0.0005 * int(row["steps"]) / 60 + 0.01)
+
+
+
+def test_weights_start_from_a_trained_model_and_process_wide_settings_are_not_variants(
+        tiny_config_dict, small_sasrec_run, tmp_path):
+    from recbole_mixrec.errors import MixRecError
+    from recbole_mixrec.quick_start import run_mixrec
+
+    trained = run_mixrec("MixRec", "ml-100k", config_dict=dict(tiny_config_dict, checkpoint_dir=str(tmp_path)))
+    entries = [f"--{key}={value}" for key, value in tiny_config_dict.items()]
+    args = epoch_cost.parse_args(["--weights", trained["saved_model_file"], "--variants", "trained:", *entries])
+    saved = torch.load(trained["saved_model_file"], weights_only=True)["state_dict"]
+    state = epoch_cost.Variant(args, "trained", {}).model.state_dict()
+    assert state.keys() == saved.keys()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)  # the trained weights, not a fresh start
+
+    args.weights = small_sasrec_run["saved_model_file"]  # another model's checkpoint: one clear line
+    with pytest.raises(MixRecError, match="does not fit variant 'trained'"):
+        epoch_cost.Variant(args, "trained", {})
+    # the OpenMP threads keep the denormal mode they started with: one setting per process
+    with pytest.raises(SystemExit):
+        epoch_cost.parse_args(["--variants", "flush:", "denormal:cpu_flush_denormal=False"])
