@@ -48,12 +48,12 @@ def gather(sources):
             raise MixRecError(f"{run_dir} holds a run on '{run.get('dataset')}', the others on '{dataset}'")
         dataset = run.get("dataset")
         finished = {r["model"]: r for r in load_records(run_dir, run.get("models", ())) if r.get("status") == "ok"}
-        if model is not None and model not in finished:
-            raise MixRecError(f"{run_dir} has no finished {model} (finished: {sorted(finished) or 'none'})")
-        if model is None and label is not None and len(finished) != 1:
-            raise MixRecError(f"{text}: a label names one model; say which with RUN:MODEL=LABEL")
         if not finished:
             raise MixRecError(f"{run_dir} has no finished model")
+        if model is not None and model not in finished:
+            raise MixRecError(f"{run_dir} has no finished {model} (finished: {sorted(finished)})")
+        if model is None and label is not None and len(finished) != 1:
+            raise MixRecError(f"{text}: a label names one model; say which with RUN:MODEL=LABEL")
         for name in [model] if model else list(finished):
             row = label or name
             if row in merged:

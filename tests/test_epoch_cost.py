@@ -39,7 +39,6 @@ def test_each_variant_builds_its_own_loaders(tiny_config_dict, capsys):
         assert float(row["epoch"]) == pytest.approx(projected, abs=0.05 + 0.0005 * int(row["steps"]) / 60 + 0.01)
 
 
-
 def test_weights_start_from_a_trained_model_and_process_wide_settings_are_not_variants(
         tiny_config_dict, small_sasrec_run, tmp_path):
     from recbole_mixrec.errors import MixRecError

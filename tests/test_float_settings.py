@@ -54,6 +54,7 @@ def test_setting_flushes_or_keeps_denormals():
 
 def test_a_run_flushes_on_every_thread_by_default(tmp_path):
     assert build_config("Pop", "ml-100k")["cpu_flush_denormal"] is True  # overall.yaml's default
+
     def run(**extra):
         config = dict(show_progress=False, checkpoint_dir=str(tmp_path), **extra)
         return f"from recbole_mixrec.quick_start import run_mixrec\nrun_mixrec('Pop', 'ml-100k', config_dict={config!r})"
