@@ -53,7 +53,8 @@ else  # what round 1 left, revised 2026-12-01 (seventh session) after the CPU ru
       # preset's four rows are done on the CPU (MixRec_base 0.0533 >= MixRec_noBO 0.0504 test NDCG@10),
       # so this round is amazon-scientific's paper-order row and the levers not yet converged there
   job quality amazon-scientific MixRec_base --config_files "$QS" $Q
-  # backbone depth: 12 of SmolLM2's 30 layers instead of 6 (about 2x the CPU cost)
+  # backbone depth: 12 of SmolLM2's 30 layers instead of 6 (2.6x the CPU epoch on ml-100k, where it trailed
+  # 6 layers through epoch 1: does it catch up when converged?)
   job layers12 amazon-scientific MixRec --config_files "$QS" --backbone_layers=12 $Q
   job layers12 ml-100k MixRec --config_files properties/quality/ml-100k.yaml --backbone_layers=12 $Q
   # a 6-epoch cosine: the 8-epoch run peaked at epoch 4, and 6 epochs fit the 6-hour CPU budget
