@@ -22,6 +22,22 @@ TRAIN_SAMPLE_MODES = {
 }
 
 
+def training_pairs(train):
+    """Every training (user, item) interaction of RecBole's augmented training split ``train``,
+    in time order per user: ``([N], [N])``.
+
+    Each augmented training row's target is one; a user's first item only appears as the
+    history of its first row (``item_length == 1``).
+    """
+    inter = train.inter_feat
+    first = inter[train.item_list_length_field] == 1
+    users = torch.cat([inter[train.uid_field][first], inter[train.uid_field]])
+    items = torch.cat([inter[train.item_id_list_field][first, 0], inter[train.iid_field]])
+    order = torch.cat([torch.full((int(first.sum()),), -1.0), inter[train.time_field].double()])
+    index = np.lexsort((order.numpy(), users.numpy()))
+    return users[index], items[index]
+
+
 class PluginSequentialDataset(SequentialDataset):
     """RecBole's :class:`SequentialDataset` that first gives the plugin's yaml defaults to the
     config. ``run_recbole(model=...)`` by name builds the Config without our yaml files; the
@@ -34,24 +50,10 @@ class PluginSequentialDataset(SequentialDataset):
 
     def build(self):
         """RecBole's splits; the training split also carries ``train_pairs``: every training
-        (user, item) interaction (see ``_training_pairs``)."""
+        (user, item) interaction (see ``training_pairs``)."""
         datasets = super().build()
-        datasets[0].train_pairs = self._training_pairs(datasets[0])
+        datasets[0].train_pairs = training_pairs(datasets[0])
         return datasets
-
-    def _training_pairs(self, train):
-        """Every training (user, item) interaction, in time order per user: ``([N], [N])``.
-
-        Each augmented training row's target is one; a user's first item only appears as the
-        history of its first row (``item_length == 1``).
-        """
-        inter = train.inter_feat
-        first = inter["item_length"] == 1
-        users = torch.cat([inter[self.uid_field][first], inter[self.uid_field]])
-        items = torch.cat([inter[self.item_id_list_field][first, 0], inter[self.iid_field]])
-        order = torch.cat([torch.full((int(first.sum()),), -1.0), inter[self.time_field].double()])
-        index = np.lexsort((order.numpy(), users.numpy()))
-        return users[index], items[index]
 
 
 class MixRecDataset(PluginSequentialDataset):
