@@ -20,19 +20,27 @@ import torch
 from recbole_mixrec.errors import MixRecError
 
 
+def training_item_counts(train, n_items):
+    """``[n_items]`` training interactions per item of the training split ``train``: all of
+    them, also where a plugin dataset trains on fewer rows (``train_samples``) and keeps the
+    full set as ``train_pairs``."""
+    from recbole_mixrec.data.dataset import training_pairs
+
+    _, items = train.train_pairs if hasattr(train, "train_pairs") else training_pairs(train)
+    return torch.bincount(items, minlength=n_items)
+
+
 def target_ranks(model_file, split="test"):
     """Per user of ``split``: the target's rank (1 = top) in the full ranking, the target's
     training count, and the top-k items. Returns ``(ranks, target_counts, topk, item_counts,
     config)``: LongTensors ``[U]``, ``[U]``, ``[U, k]``, ``[n_items]``."""
-    from recbole_mixrec.data.dataset import training_pairs
     from recbole_mixrec.quick_start import build_trainer, load_data_and_model
 
     config, model, dataset, train_data, valid_data, test_data = load_data_and_model(model_file)
     data = valid_data if split == "valid" else test_data
     if config["ITEM_LIST_LENGTH_FIELD"] not in train_data.dataset.inter_feat:
         raise MixRecError(f"{model_file}: its data has no input sequences: not a sequential model")
-    _, train_items = training_pairs(train_data.dataset)
-    item_counts = torch.bincount(train_items, minlength=dataset.item_num)
+    item_counts = training_item_counts(train_data.dataset, dataset.item_num)
     trainer = build_trainer(config, model)
     trainer.evaluate(data, load_best_model=False)  # sets what a batch's scoring needs
     k = max(config["topk"])

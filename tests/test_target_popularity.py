@@ -38,6 +38,16 @@ def test_groups_add_up_to_recboles_figures(small_sasrec_run):
         assert mean == pytest.approx(small_sasrec_run["test_result"][metric], abs=1e-4)
 
 
+def test_counts_all_training_pairs_where_the_model_trains_on_fewer_rows(ml100k_splits, small_sasrec_run):
+    train = ml100k_splits[0].dataset  # MixRec, train_samples 'last': one row per user
+    assert len(train.inter_feat) == 943
+    counts = target_popularity.training_item_counts(train, train.item_num)
+    assert int(counts.sum()) == 100_000 - 2 * 943
+    _, _, sasrec_dataset, sasrec_train, _, _ = load_data_and_model(small_sasrec_run["saved_model_file"])
+    sasrec_counts = target_popularity.training_item_counts(sasrec_train.dataset, sasrec_dataset.item_num)
+    assert torch.equal(counts.sort().values, sasrec_counts.sort().values)
+
+
 def test_cli_prints_a_row_per_checkpoint_and_rejects_bad_edges(small_sasrec_run, capsys):
     path = small_sasrec_run["saved_model_file"]
     assert target_popularity.main([path, "--split", "valid", "--edges", "50"]) == 0
