@@ -34,6 +34,7 @@ from recbole_mixrec.model.inputs import (
     supervised_positions,
 )
 from recbole_mixrec.model.item_head import ItemHead
+from recbole_mixrec.model.item_id_input import ItemIdInput
 from recbole_mixrec.model.losses import alignment_loss, bpr_loss, info_nce, next_item_loss
 
 
@@ -96,6 +97,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.head_bias_init = config["head_bias_init"]
         self.head_norm_momentum = config["head_norm_momentum"]
         self.head_dropout = config["head_dropout"]
+        self.item_id_embedding = config["item_id_embedding"] or "none"
         self.initializer_range = config["initializer_range"]
         if config["cf_model"] not in (None, "none") and not self.use_damoe:
             raise MixRecError("cf_model needs DAMoE layers (damoe: True): CF vectors enter there")
@@ -123,6 +125,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             self.hidden_size, self.n_items, self.head_input, self.head_norm_momentum,
             self.initializer_range, self.head_dropout,
         )
+        self.item_id_input = ItemIdInput(self.item_id_embedding, self.n_items, self.hidden_size)
         self.cf_model = build_cf_model(
             self.cf_model_name, dataset.user_num, self.n_items, self.cf_embedding_size
         )
@@ -234,8 +237,9 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         special = self.special_token_embedding((input_ids - self.vocab_size).clamp(min=0))
         return torch.where(is_special.unsqueeze(-1), special, embeds)
 
-    def _hidden_at(self, packed, positions, cf_states=None, cf_valid=None):
-        """Last-layer hidden states ``[B, k, d]`` at ``positions`` ``[B, k]``.
+    def _hidden_at(self, packed, positions, cf_states=None, cf_valid=None, marker_vectors=None):
+        """Last-layer hidden states ``[B, k, d]`` at ``positions`` ``[B, k]``; ``marker_vectors``
+        ``[B, k, d]`` (item identity, ``item_id_input.py``) are added to the input there.
 
         With ``length_group_ratio`` the rows go through the LLM in groups of similar length,
         each cut to its own longest row: a batch is padded to its longest row, and one
@@ -244,7 +248,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         lengths = packed[1].sum(1)
         groups = length_groups(lengths, self.length_group_ratio)
         if len(groups) == 1:
-            return self._hidden_at_rows(packed, positions, cf_states, cf_valid)
+            return self._hidden_at_rows(packed, positions, cf_states, cf_valid, marker_vectors)
         parts = []
         for rows in groups:
             width = int(lengths[rows].max())
@@ -252,12 +256,17 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
             parts.append(self._hidden_at_rows(
                 part, positions[rows],
                 None if cf_states is None else cf_states[rows], None if cf_valid is None else cf_valid[rows],
+                None if marker_vectors is None else marker_vectors[rows],
             ))
         order = torch.cat(groups)
         return torch.cat(parts)[torch.argsort(order)]
 
-    def _hidden_at_rows(self, packed, positions, cf_states=None, cf_valid=None):
+    def _hidden_at_rows(self, packed, positions, cf_states=None, cf_valid=None, marker_vectors=None):
         input_ids, attention_mask, _, segments = packed
+        embeds = self._embed(input_ids)
+        if marker_vectors is not None:  # padding slots point at position 0 with a zero vector
+            index = positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))
+            embeds = embeds.scatter_add(1, index, marker_vectors.to(embeds.dtype))
         kwargs = {}
         if self.damoe_layers:
             masks = ExpertMasks.build(
@@ -267,7 +276,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
                 masks, cf_states, self.attention_impl, self.causal_experts, self.cf_in_causal
             )
         hidden = self.llm(
-            inputs_embeds=self._embed(input_ids), attention_mask=attention_mask,
+            inputs_embeds=embeds, attention_mask=attention_mask,
             use_cache=False, **kwargs,
         ).last_hidden_state
         return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
@@ -306,7 +315,8 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         )
         slot_valid = torch.arange(window.size(1), device=window.device) < count.unsqueeze(1)
         cf_states, cf_valid = self._cf_vectors(user, window, slot_valid)
-        return self._hidden_at(packed, packed[2], cf_states, cf_valid), window, count
+        id_vectors = self.item_id_input(window, self.item_projection.weight)
+        return self._hidden_at(packed, packed[2], cf_states, cf_valid, id_vectors), window, count
 
     def item_representation(self, items):
         """h^ALIGN of each item ``[A] -> [A, d]``: prompt, item sentence, ``[ALIGN]``."""
