@@ -1,0 +1,155 @@
+"""Is the item head what limits a trained MixRec? Refit W_item, b_item alone on frozen features.
+
+``python -m benchmarks.head_refit MODEL.pth [--lr 0.001 0.01] [--epochs 3] [--cache FEATURES.pt]``
+
+The head's inputs for a checkpoint of MixRec (or MixRec_noBO, MixRec_base) are computed once
+with the model frozen: the standardised ``[SEQ]`` state (what W_item multiplies) at every
+position L_seq supervises in every training window, and at the last position for each valid and
+test user. The head alone then trains on from its trained weights, in minibatches of 256
+positions (AdamW, cross-entropy over all items like L_seq; no LLM pass, so seconds per epoch),
+once at each ``--lr``, and the valid and test MRR@k / NDCG@k of the full ranking are printed after every
+epoch, with MRR@k by the target's training count. If more head training raised validation, the
+head would be the under-trained part (a head learning-rate lever); if only the training loss
+falls, the history states are the limit.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from recbole_mixrec.errors import MixRecError
+
+
+@torch.no_grad()
+def head_features(model, train_data, valid_data, test_data):
+    """``{"train" | "valid" | "test": (features [N, d], targets [N])}`` from a model in eval mode."""
+    from recbole_mixrec.model.inputs import next_item_labels
+
+    head = model.item_projection
+    features = {}
+    rows, labels = [], []
+    for interaction in train_data:
+        hidden, window, count = model.forward(
+            interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], interaction[model.USER_ID]
+        )
+        label = next_item_labels(window, count, interaction[model.POS_ITEM_ID], model.supervised_positions)
+        rows.append(head.head_input_of(hidden)[label > 0])
+        labels.append(label[label > 0])
+    features["train"] = (torch.cat(rows), torch.cat(labels))
+    for split, data in (("valid", valid_data), ("test", test_data)):
+        rows, labels = [], []
+        for batch in data:
+            interaction = batch[0]
+            rows.append(head.head_input_of(model._last_hidden(interaction)))
+            labels.append(interaction[model.POS_ITEM_ID])
+        features[split] = (torch.cat(rows), torch.cat(labels))
+    return features
+
+
+def target_ranks(features, targets, weight, bias):
+    """Rank (1 = top) of each target in the full ranking ``features @ weight.T + bias`` (item 0,
+    padding, never ranked), the same full ranking RecBole's evaluator scores."""
+    scores = features @ weight.T + bias
+    scores[:, 0] = -torch.inf
+    return (scores > scores.gather(1, targets.unsqueeze(1))).sum(1) + 1
+
+
+def rank_metrics(ranks, k):
+    hit = ranks <= k
+    zero = torch.zeros((), dtype=torch.double)
+    mrr = torch.where(hit, 1.0 / ranks.double(), zero).mean().item()
+    ndcg = torch.where(hit, 1.0 / torch.log2(ranks.double() + 1), zero).mean().item()
+    return mrr, ndcg
+
+
+def refit(features, targets, weight, bias, lr, epochs, batch_size=256, weight_decay=0.0, seed=0):
+    """Train copies of ``weight``, ``bias`` on ``(features, targets)``; yields ``(epoch, mean
+    training loss, weight, bias)`` after each epoch."""
+    weight = weight.detach().clone().requires_grad_(True)
+    bias = bias.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        order = torch.randperm(len(targets), generator=generator)
+        total = 0.0
+        for start in range(0, len(targets), batch_size):
+            pick = order[start:start + batch_size]
+            loss = F.cross_entropy(features[pick] @ weight.T + bias, targets[pick], reduction="sum")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        yield epoch, total / len(targets), weight.detach(), bias.detach()
+
+
+def load_features(model_file, cache=None):
+    """``(features, weight, bias, item_counts, k)`` of a checkpoint; ``cache``: a .pt file
+    written on the first call and read on later ones (the LLM pass is the slow part)."""
+    if cache and os.path.isfile(cache):
+        return torch.load(cache)
+    from benchmarks.target_popularity import training_item_counts
+    from recbole_mixrec.quick_start import load_data_and_model
+
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(model_file)
+    if not hasattr(model, "item_projection") or not hasattr(model, "supervised_positions"):
+        raise MixRecError(f"{model_file}: a {config['model']} checkpoint; head_refit reads MixRec's item head")
+    model.eval()
+    out = (
+        head_features(model, train_data, valid_data, test_data),
+        model.item_projection.weight.detach().clone(),
+        model.item_projection.bias.detach().clone(),
+        training_item_counts(train_data.dataset, dataset.item_num),
+        max(config["topk"]),
+    )
+    if cache:
+        torch.save(out, cache)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.head_refit", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a MixRec / MixRec_noBO / MixRec_base checkpoint (.pth)")
+    parser.add_argument("--lr", type=float, nargs="+", default=[1e-3, 1e-2], help="AdamW learning rates, one refit each")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--edges", type=int, nargs="+", default=[50, 100, 200], help="training-count groups of the targets")
+    parser.add_argument("--cache", default=None, help="features file (.pt): written once, reused after")
+    args = parser.parse_args(argv)
+    try:
+        features, weight, bias, item_counts, k = load_features(args.checkpoint, args.cache)
+    except MixRecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from benchmarks.target_popularity import popularity_groups
+
+    print(f"training positions {len(features['train'][1])}, valid users {len(features['valid'][1])}, "
+          f"test users {len(features['test'][1])}")
+    labels = None
+
+    def row(name, train_loss, w, b):
+        nonlocal labels
+        cells = []
+        for split in ("valid", "test"):
+            ranks = target_ranks(*features[split], w, b)
+            cells.append("%.4f / %.4f" % rank_metrics(ranks, k))
+        groups = popularity_groups(ranks, item_counts[features["test"][1]], k, args.edges)
+        if labels is None:
+            labels = [label for label, *_ in groups]
+            print(f"| head | training loss | valid MRR@{k} / NDCG@{k} | test MRR@{k} / NDCG@{k} | "
+                  + " | ".join(f"test MRR@{k}, targets {label}" for label in labels) + " |")
+            print("|---|---|---|---|" + "---|" * len(labels))
+        print(f"| {name} | {train_loss} | {cells[0]} | {cells[1]} | "
+              + " | ".join(f"{mrr:.4f}" for _, _, mrr, _ in groups) + " |", flush=True)
+
+    row("as trained", "-", weight, bias)
+    for lr in args.lr:
+        for epoch, loss, w, b in refit(*features["train"], weight, bias, lr, args.epochs, weight_decay=args.weight_decay):
+            row(f"lr {lr:g}, epoch {epoch}", f"{loss:.3f}", w, b)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
