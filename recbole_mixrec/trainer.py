@@ -359,7 +359,7 @@ def with_plugin_checkpoints(trainer_class):
 
 class MixRecTrainer(WeightsOnlyCheckpointMixin, ExcludeSeenItemsMixin, Trainer):
     """Config keys read (besides RecBole's): ``learner`` (adamw), ``warmup_ratio``,
-    ``valid_untrained``."""
+    ``head_learning_rate``, ``valid_untrained``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -370,7 +370,18 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, ExcludeSeenItemsMixin, Trainer):
 
     def _build_optimizer(self, **kwargs):
         # the frozen backbone has no gradients: keep it out of the optimizer state
-        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        head = getattr(self.model, "item_projection", None)
+        head_lr = self.config["head_learning_rate"]
+        if head_lr is not None and head is not None and "params" not in kwargs:
+            # the item head (most of the trainable weights) at its own peak rate; the schedule
+            # scales both groups alike
+            in_head = {id(p) for p in head.parameters()}
+            kwargs["params"] = [
+                {"params": [p for p in trainable if id(p) not in in_head]},
+                {"params": [p for p in trainable if id(p) in in_head], "lr": head_lr},
+            ]
+        kwargs.setdefault("params", trainable)
         return super()._build_optimizer(**kwargs)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
@@ -394,7 +405,9 @@ class MixRecTrainer(WeightsOnlyCheckpointMixin, ExcludeSeenItemsMixin, Trainer):
         self._scheduler_hook = self.optimizer.register_step_post_hook(lambda *_: self.scheduler.step())
         self.logger.info(
             set_color("lr schedule", "blue")
-            + f": peak {self.learning_rate}, {warmup_steps} warm-up of {total_steps} steps, cosine"
+            + f": peak {self.learning_rate}"
+            + (f" (item head {self.config['head_learning_rate']})" if len(self.optimizer.param_groups) > 1 else "")
+            + f", {warmup_steps} warm-up of {total_steps} steps, cosine"
         )
         if self.start_epoch == 0 and hasattr(self.model, "prepare_training"):
             self._prepare_model(train_data)

@@ -61,6 +61,34 @@ def test_optimizer_holds_only_trainable_weights_and_lr_follows_the_schedule(tiny
     assert lrs_resumed == pytest.approx(lrs[len(train):])
 
 
+def test_head_learning_rate_gives_the_item_head_its_own_group_on_the_same_schedule(tiny_config_dict, tmp_path):
+    config = build_config("MixRec_base", "ml-100k", config_dict={
+        **tiny_config_dict, "epochs": 1, "learning_rate": 0.004, "head_learning_rate": 0.001,
+        "warmup_ratio": 0.25, "checkpoint_dir": str(tmp_path),
+    })
+    from recbole_mixrec.quick_start import load_dataset
+
+    train, _, _ = data_preparation(config, load_dataset(config))
+    model = MixRec(config, train._dataset)
+    trainer = MixRecTrainer(config, model)
+    rest, head = trainer.optimizer.param_groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.item_projection.parameters()}
+    assert {id(p) for p in rest["params"] + head["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
+    assert len(rest["params"]) + len(head["params"]) == len([p for p in model.parameters() if p.requires_grad])
+    assert (rest["lr"], head["lr"]) == (0.004, 0.001)
+    rates = []
+    trainer.optimizer.register_step_post_hook(lambda opt, *_: rates.append([g["lr"] for g in opt.param_groups]))
+    head_before = model.item_projection.weight.detach().clone()
+    trainer.fit(train, valid_data=None, saved=False)
+    assert len(rates) == len(train)
+    assert all(r_head == pytest.approx(r_rest / 4) for r_rest, r_head in rates)
+    assert max(r_head for _, r_head in rates) == pytest.approx(0.001)
+    assert not torch.equal(model.item_projection.weight, head_before)  # the head trains
+    # without the key: one group at learning_rate, as before
+    plain = build_config("MixRec_base", "ml-100k", config_dict={**tiny_config_dict, "checkpoint_dir": str(tmp_path)})
+    assert len(MixRecTrainer(plain, MixRec(plain, train._dataset)).optimizer.param_groups) == 1
+
+
 @pytest.fixture()
 def gru4rec_run(tmp_path, monkeypatch):
     """A short GRU4Rec run on ml-100k through the plugin's trainer: config, splits, trainer."""
