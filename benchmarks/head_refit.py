@@ -26,12 +26,14 @@ from recbole_mixrec.errors import MixRecError
 @torch.no_grad()
 def head_features(model, train_data, valid_data, test_data):
     """``{"train" | "valid" | "test": (features [N, d], targets [N])}`` from a model in eval mode."""
+    from tqdm import tqdm
+
     from recbole_mixrec.model.inputs import next_item_labels
 
     head = model.item_projection
     features = {}
     rows, labels = [], []
-    for interaction in train_data:
+    for interaction in tqdm(train_data, desc="head inputs, training windows", unit="batch"):
         hidden, window, count = model.forward(
             interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], interaction[model.USER_ID]
         )
@@ -41,7 +43,7 @@ def head_features(model, train_data, valid_data, test_data):
     features["train"] = (torch.cat(rows), torch.cat(labels))
     for split, data in (("valid", valid_data), ("test", test_data)):
         rows, labels = [], []
-        for batch in data:
+        for batch in tqdm(data, desc=f"head inputs, {split} users", unit="batch"):
             interaction = batch[0]
             rows.append(head.head_input_of(model._last_hidden(interaction)))
             labels.append(interaction[model.POS_ITEM_ID])
