@@ -129,27 +129,24 @@ def main(argv=None):
 
     print(f"training positions {len(features['train'][1])}, valid users {len(features['valid'][1])}, "
           f"test users {len(features['test'][1])}")
-    labels = None
+    test_counts = item_counts[features["test"][1]]
 
     def row(name, train_loss, w, b):
-        nonlocal labels
-        cells = []
-        for split in ("valid", "test"):
-            ranks = target_ranks(*features[split], w, b)
-            cells.append("%.4f / %.4f" % rank_metrics(ranks, k))
-        groups = popularity_groups(ranks, item_counts[features["test"][1]], k, args.edges)
-        if labels is None:
-            labels = [label for label, *_ in groups]
-            print(f"| head | training loss | valid MRR@{k} / NDCG@{k} | test MRR@{k} / NDCG@{k} | "
-                  + " | ".join(f"test MRR@{k}, targets {label}" for label in labels) + " |")
-            print("|---|---|---|---|" + "---|" * len(labels))
-        print(f"| {name} | {train_loss} | {cells[0]} | {cells[1]} | "
-              + " | ".join(f"{mrr:.4f}" for _, _, mrr, _ in groups) + " |", flush=True)
+        """The table row of head ``(w, b)`` and the test split's popularity groups."""
+        ranks = {split: target_ranks(*features[split], w, b) for split in ("valid", "test")}
+        groups = popularity_groups(ranks["test"], test_counts, k, args.edges)
+        cells = ["%.4f / %.4f" % rank_metrics(ranks[split], k) for split in ("valid", "test")]
+        cells += [f"{mrr:.4f}" for _, _, mrr, _ in groups]
+        return f"| {name} | {train_loss} | " + " | ".join(cells) + " |", groups
 
-    row("as trained", "-", weight, bias)
+    first, groups = row("as trained", "-", weight, bias)
+    print(f"| head | training loss | valid MRR@{k} / NDCG@{k} | test MRR@{k} / NDCG@{k} | "
+          + " | ".join(f"test MRR@{k}, targets {label}" for label, *_ in groups) + " |")
+    print("|---|---|---|---|" + "---|" * len(groups))
+    print(first, flush=True)
     for lr in args.lr:
         for epoch, loss, w, b in refit(*features["train"], weight, bias, lr, args.epochs, weight_decay=args.weight_decay):
-            row(f"lr {lr:g}, epoch {epoch}", f"{loss:.3f}", w, b)
+            print(row(f"lr {lr:g}, epoch {epoch}", f"{loss:.3f}", w, b)[0], flush=True)
     return 0
 
 
