@@ -18,23 +18,17 @@ from recbole_mixrec.search import run_search
 pytestmark = pytest.mark.slow
 
 
-def _wait_for_port(port, seconds=90):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"no Ray head on port {port} after {seconds} s")
-
-
-@pytest.fixture
-def ray_head(cache_dir):
-    pytest.importorskip("ray")
+def _start_head(cache_dir, seconds):
+    """``ray start --head --block`` on fresh ports; its address once the GCS port answers, or
+    None (the head stopped, or ``seconds`` passed) with the head stopped and its log kept."""
     # a short temp dir: Ray's socket paths must stay under 107 characters (tmp_path is longer)
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    gcs, client, node_manager, object_manager, agent_listen, agent_grpc, metrics = free_ports(7)
+    ports = free_ports(7)
+    gcs, client, node_manager, object_manager, agent_listen, agent_grpc, metrics = ports
+    # 51 worker ports that hold none of the head's own
     worker_low = free_ports(1)[0] // 2 * 2
+    while any(worker_low <= port <= worker_low + 50 for port in ports):
+        worker_low = free_ports(1)[0] // 2 * 2
     command = [
         os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
         "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--ray-client-server-port={client}",
@@ -45,18 +39,48 @@ def ray_head(cache_dir):
         f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", RECBOLE_MIXREC_CACHE=cache_dir)
-    head = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    log_path = os.path.join(temp_dir, "head.log")
+    with open(log_path, "wb") as log:
+        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + seconds
+    while time.time() < deadline and head.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", gcs)) == 0:
+                return head, f"127.0.0.1:{gcs}", log_path
+        time.sleep(0.5)
+    _stop(head)
+    return None, None, log_path
+
+
+def _stop(head):
+    # the head's SIGTERM handler stops its own processes; `ray stop` would stop every Ray
+    # instance of this user
+    head.terminate()
     try:
-        _wait_for_port(gcs)
-        yield f"127.0.0.1:{gcs}"
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        head.kill()
+
+
+@pytest.fixture
+def ray_head(cache_dir):
+    pytest.importorskip("ray")
+    # A port found free can be taken before Ray binds it, and a loaded machine can start the
+    # head slowly (one CI run saw no GCS after 90 s): up to three tries on fresh ports, and the
+    # head's own output in the failure.
+    logs = []
+    for _ in range(3):
+        head, address, log_path = _start_head(cache_dir, seconds=120)
+        if head is not None:
+            break
+        logs.append(log_path)
+    else:
+        tails = "\n".join(f"--- {p}:\n{open(p, errors='replace').read()[-2000:]}" for p in logs)
+        pytest.fail(f"no Ray head came up in 3 tries:\n{tails}")
+    try:
+        yield address
     finally:
-        # the head's SIGTERM handler stops its own processes; `ray stop` would stop every
-        # Ray instance of this user
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
+        _stop(head)
 
 
 def test_the_search_sends_its_trials_to_a_running_cluster(ray_head, tiny_config_dict, tmp_path):
