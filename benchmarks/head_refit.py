@@ -1,6 +1,6 @@
 """Is the item head what limits a trained MixRec? Refit W_item, b_item alone on frozen features.
 
-``python -m benchmarks.head_refit MODEL.pth [--lr 0.001 0.01] [--epochs 3] [--cache FEATURES.pt]``
+``python -m benchmarks.head_refit MODEL.pth [--lr 0.001 0.01] [--epochs 3] [--head free|tied] [--cache FEATURES.pt]``
 
 The head's inputs for a checkpoint of MixRec (or MixRec_noBO, MixRec_base) are computed once
 with the model frozen: the standardised ``[SEQ]`` state (what W_item multiplies) at every
@@ -11,6 +11,11 @@ once at each ``--lr``, and the valid and test MRR@k / NDCG@k of the full ranking
 epoch, with MRR@k by the target's training count. If more head training raised validation, the
 head would be the under-trained part (a head learning-rate lever); if only the training loss
 falls, the history states are the limit.
+
+``--head tied`` asks whether the head's form is the limit instead: W_item = T A, T the items'
+own text (each item's standardised ``[ALIGN]`` state under the trained model, unit length), A
+one d x d map shared by every item, started as the least-squares fit of the trained W_item, so a
+rarely seen item moves with what the frequent ones teach A instead of by its own gradient.
 """
 
 import argparse
@@ -67,31 +72,56 @@ def rank_metrics(ranks, k):
     return mrr, ndcg
 
 
-def refit(features, targets, weight, bias, lr, epochs, batch_size=256, weight_decay=0.0, seed=0):
+def tied_start(item_text, weight):
+    """A with ``item_text @ A`` the least-squares fit of ``weight`` (the tied head's start)."""
+    return torch.linalg.lstsq(item_text, weight).solution
+
+
+def refit(features, targets, weight, bias, lr, epochs, batch_size=256, weight_decay=0.0, seed=0, item_text=None):
     """Train copies of ``weight``, ``bias`` on ``(features, targets)``; yields ``(epoch, mean
-    training loss, weight, bias)`` after each epoch."""
-    weight = weight.detach().clone().requires_grad_(True)
+    training loss, weight, bias)`` after each epoch. With ``item_text`` the head is tied:
+    ``weight = item_text @ A``, A (from :func:`tied_start`) and the bias trained."""
     bias = bias.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    if item_text is None:
+        weight = weight.detach().clone().requires_grad_(True)
+        trained, head_weight = weight, lambda: weight
+    else:
+        trained = tied_start(item_text, weight.detach()).requires_grad_(True)
+        head_weight = lambda: item_text @ trained  # noqa: E731
+    optimizer = torch.optim.AdamW([trained, bias], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         order = torch.randperm(len(targets), generator=generator)
         total = 0.0
         for start in range(0, len(targets), batch_size):
             pick = order[start:start + batch_size]
-            loss = F.cross_entropy(features[pick] @ weight.T + bias, targets[pick], reduction="sum")
+            loss = F.cross_entropy(features[pick] @ head_weight().T + bias, targets[pick], reduction="sum")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item()
-        yield epoch, total / len(targets), weight.detach(), bias.detach()
+        yield epoch, total / len(targets), head_weight().detach(), bias.detach()
+
+
+@torch.no_grad()
+def item_text_states(model, item_batch_size=64):
+    """``[n_items, d]``: every item's standardised ``[ALIGN]`` state at unit length (row 0,
+    padding, zero), the text rows ``head_init: text`` starts W_item from, under this model."""
+    items = torch.arange(1, model.n_items, device=model.item_token_ids.device)
+    align = torch.cat([model.item_representation(chunk) for chunk in items.split(item_batch_size)])
+    rows = F.normalize(model.item_projection.head_input_of(align, "align"), dim=-1)
+    return torch.cat([rows.new_zeros(1, rows.size(1)), rows]).cpu()
 
 
 def load_features(model_file, cache=None):
-    """``(features, weight, bias, item_counts, k)`` of a checkpoint; ``cache``: a .pt file
-    written on the first call and read on later ones (the LLM pass is the slow part)."""
+    """``(features, weight, bias, item_counts, k, item_text)`` of a checkpoint (``item_text``:
+    :func:`item_text_states`); ``cache``: a .pt file written on the first call and read on later
+    ones (the LLM passes are the slow part)."""
     if cache and os.path.isfile(cache):
-        return torch.load(cache)
+        cached = torch.load(cache)
+        if len(cached) == 6:
+            return cached
+        # a cache written before the text rows were part of it: computed again
     from benchmarks.target_popularity import training_item_counts
     from recbole_mixrec.quick_start import load_data_and_model
 
@@ -105,6 +135,7 @@ def load_features(model_file, cache=None):
         model.item_projection.bias.detach().clone(),
         training_item_counts(train_data.dataset, dataset.item_num),
         max(config["topk"]),
+        item_text_states(model),
     )
     if cache:
         torch.save(out, cache)
@@ -116,12 +147,14 @@ def main(argv=None):
     parser.add_argument("checkpoint", help="a MixRec / MixRec_noBO / MixRec_base checkpoint (.pth)")
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-3, 1e-2], help="AdamW learning rates, one refit each")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--head", choices=["free", "tied"], default="free",
+                        help="free: W_item trained row by row; tied: W_item = (item text states) A, A trained")
     parser.add_argument("--weight_decay", type=float, default=0.0)
     parser.add_argument("--edges", type=int, nargs="+", default=[50, 100, 200], help="training-count groups of the targets")
     parser.add_argument("--cache", default=None, help="features file (.pt): written once, reused after")
     args = parser.parse_args(argv)
     try:
-        features, weight, bias, item_counts, k = load_features(args.checkpoint, args.cache)
+        features, weight, bias, item_counts, k, item_text = load_features(args.checkpoint, args.cache)
     except MixRecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -144,9 +177,15 @@ def main(argv=None):
           + " | ".join(f"test MRR@{k}, targets {label}" for label, *_ in groups) + " |")
     print("|---|---|---|---|" + "---|" * len(groups))
     print(first, flush=True)
+    tied = item_text if args.head == "tied" else None
+    if tied is not None:
+        # how much of the trained head the items' text spans
+        print(row("tied start (least squares)", "-", item_text @ tied_start(item_text, weight), bias)[0], flush=True)
     for lr in args.lr:
-        for epoch, loss, w, b in refit(*features["train"], weight, bias, lr, args.epochs, weight_decay=args.weight_decay):
-            print(row(f"lr {lr:g}, epoch {epoch}", f"{loss:.3f}", w, b)[0], flush=True)
+        refits = refit(*features["train"], weight, bias, lr, args.epochs, weight_decay=args.weight_decay, item_text=tied)
+        for epoch, loss, w, b in refits:
+            name = ("tied " if tied is not None else "") + f"lr {lr:g}, epoch {epoch}"
+            print(row(name, f"{loss:.3f}", w, b)[0], flush=True)
     return 0
 
 
