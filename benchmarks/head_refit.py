@@ -107,10 +107,7 @@ def refit(features, targets, weight, bias, lr, epochs, batch_size=256, weight_de
 def item_text_states(model, item_batch_size=64):
     """``[n_items, d]``: every item's standardised ``[ALIGN]`` state at unit length (row 0,
     padding, zero), the text rows ``head_init: text`` starts W_item from, under this model."""
-    items = torch.arange(1, model.n_items, device=model.item_token_ids.device)
-    align = torch.cat([model.item_representation(chunk) for chunk in items.split(item_batch_size)])
-    rows = F.normalize(model.item_projection.head_input_of(align, "align"), dim=-1)
-    return torch.cat([rows.new_zeros(1, rows.size(1)), rows]).cpu()
+    return model.item_projection.text_rows(model.all_item_representations(item_batch_size)).cpu()
 
 
 def load_features(model_file, cache=None):

@@ -107,6 +107,13 @@ class ItemHead(nn.Linear):
         ``valid``: the rows that are real states (padding slots do not enter the statistics)."""
         return F.linear(self.dropout(self.head_input_of(hidden, kind, valid)), self.weight, self.bias)
 
+    def text_rows(self, align_states):
+        """Each item's standardised ``[ALIGN]`` state at unit length, row 0 (padding) zero: the
+        rows W_item starts from with ``head_init: text``."""
+        rows = F.normalize(self.head_input_of(align_states, "align"), dim=-1)
+        rows[0] = 0
+        return rows
+
     @torch.no_grad()
     def init_from_data(self, seq_states, align_states, item_counts, scale, text=True, popularity=True):
         """Start from the data (see the module docstring).
@@ -123,9 +130,7 @@ class ItemHead(nn.Linear):
             self.align_norm.set_statistics(align_states[1:])
             self.seq_norm.set_statistics(seq_states if seq_states is not None else align_states[1:])
         if text:
-            rows = F.normalize(self.head_input_of(align_states, "align"), dim=-1) * scale
-            rows[0] = 0
-            self.weight.copy_(rows)
+            self.weight.copy_(self.text_rows(align_states) * scale)
         if popularity:
             # log of the add-one smoothed popularity: an untrained model ranks like Pop
             counts = item_counts.float() + 1

@@ -206,9 +206,7 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         device = self.item_token_ids.device
         align = seq = None
         if standardize or text:
-            items = torch.arange(1, self.n_items, device=device)
-            align = torch.cat([self.item_representation(chunk) for chunk in items.split(item_batch_size)])
-            align = torch.cat([align.new_zeros(1, align.size(1)), align])
+            align = self.all_item_representations(item_batch_size)
         if standardize:
             states = []
             for index, batch in enumerate(train_data):
@@ -328,6 +326,12 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         own_cf = torch.full_like(items.unsqueeze(1), self.cf_in_align, dtype=torch.bool)
         cf_states, cf_valid = self._cf_vectors(None, items.unsqueeze(1), own_cf)
         return self._hidden_at(packed, packed[2], cf_states, cf_valid).squeeze(1)
+
+    def all_item_representations(self, item_batch_size=64):
+        """h^ALIGN of every item ``[n_items, d]`` (row 0, padding, zero), ``item_batch_size`` items a pass."""
+        items = torch.arange(1, self.n_items, device=self.item_token_ids.device)
+        align = torch.cat([self.item_representation(chunk) for chunk in items.split(item_batch_size)])
+        return torch.cat([align.new_zeros(1, align.size(1)), align])
 
     # ----- RecBole interface ----------------------------------------------------------------
     def calculate_loss(self, interaction):
