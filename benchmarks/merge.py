@@ -7,9 +7,14 @@ finished records into ``DIR``: ``results.csv``, ``table.md``, ``bars.png``, ``cu
 ``curves.png`` (compare's own writers, so the layout is the same), ``models/<label>.json`` and
 ``sources.md``, which says for every row the run directory, model and settings it came from.
 
-``RUN`` is a compare run directory (``<out>/<dataset>/<timestamp>``); ``:MODEL`` takes one of its
-models (default: every finished one); ``=LABEL`` names the row, e.g. ``=MixRec_noBO`` for an
-all-serial MixRec run. Every run must be on the same dataset. Nothing is trained or re-scored.
+``RUN`` is a compare run directory (``<out>/<dataset>/<timestamp>``) or an earlier merge's
+``--out`` folder; ``:MODEL`` takes one of its models (default: every finished one); ``=LABEL``
+names the row, e.g. ``=MixRec_noBO`` for an all-serial MixRec run. Every run must be on the same
+dataset. Nothing is trained or re-scored.
+
+Why a merged folder is a source too: run directories (checkpoints, logs) stay on the machine
+that trained them, while the merged folders are committed; a row trained later joins the
+committed ones from there. Its rows keep the ``source`` they were first merged from.
 """
 
 import argparse
@@ -33,7 +38,7 @@ def parse_source(text):
 def read_run(run_dir):
     path = os.path.join(run_dir, "run.json")
     if not os.path.isfile(path):
-        raise MixRecError(f"{run_dir} is not a benchmarks.compare run directory (no run.json)")
+        raise MixRecError(f"{run_dir} is not a benchmarks.compare run directory or merged folder (no run.json)")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -58,8 +63,9 @@ def gather(sources):
             row = label or name
             if row in merged:
                 raise MixRecError(f"two rows named {row}: give one a label (RUN:MODEL=LABEL)")
-            source = {"run_dir": os.path.abspath(run_dir), "model": name,
-                      "config_files": run.get("config_files"), "config_dict": run.get("config_dict")}
+            source = finished[name].get("source") or {  # a merged folder's row: where it was trained
+                "run_dir": os.path.abspath(run_dir), "model": name,
+                "config_files": run.get("config_files"), "config_dict": run.get("config_dict")}
             merged[row] = dict(finished[name], model=row, source=source)
     return list(merged.values()), dataset
 
@@ -89,6 +95,9 @@ def main(argv=None):
         save_record(args.out, record)
     write_outputs(args.out, records, dataset)
     write_sources(records, os.path.join(args.out, "sources.md"))
+    with open(os.path.join(args.out, "run.json"), "w", encoding="utf-8") as handle:
+        # what read_run needs, so that this folder can be merged into a later table
+        json.dump({"dataset": dataset, "models": [r["model"] for r in records], "merged": True}, handle, indent=1)
     print(f"{len(records)} rows ({', '.join(r['model'] for r in records)}) of {dataset} in {args.out}")
     return 0
 

@@ -67,13 +67,31 @@ def test_rows_from_two_runs_with_labels_and_sources(two_runs, tmp_path, capsys):
         (out / "table.md").read_text()
 
 
+def test_a_merged_folder_is_a_source_and_keeps_its_rows_sources(two_runs, tmp_path, capsys):
+    _, run_a, run_b = two_runs
+    first = tmp_path / "first"
+    assert merge.main([f"{run_a}:GRU4Rec", "--out", str(first)]) == 0
+    assert json.loads((first / "run.json").read_text())["dataset"] == "ml-100k"
+    # the run directory may be gone by now: the committed folder stands for it
+    second = tmp_path / "second"
+    assert merge.main([str(first), f"{run_b}:GRU4Rec=GRU4Rec-h32", "--out", str(second)]) == 0
+    assert "2 rows (GRU4Rec, GRU4Rec-h32) of ml-100k" in capsys.readouterr().out
+    sources = (second / "sources.md").read_text()
+    assert f"| GRU4Rec | GRU4Rec | `{os.path.abspath(run_a)}` |" in sources  # not `first`
+    assert f"| GRU4Rec-h32 | GRU4Rec | `{os.path.abspath(run_b)}` |" in sources
+    assert "--hidden_size=32" in sources and str(first) not in sources
+    merged = {r["model"]: r for r in rows_of(second / "results.csv")}
+    original = {r["model"]: r for r in rows_of(os.path.join(run_a, "results.csv"))}["GRU4Rec"]
+    assert merged["GRU4Rec"]["ndcg@10"] == original["ndcg@10"]
+
+
 def test_bad_sources_exit_2_with_a_clear_line(two_runs, tmp_path, capsys):
     root, run_a, run_b = two_runs
     other = tmp_path / "other"
     other.mkdir()
     (other / "run.json").write_text(json.dumps({"dataset": "amazon-scientific"}))
     cases = [
-        ([str(root)], "is not a benchmarks.compare run directory"),
+        ([str(root)], "is not a benchmarks.compare run directory or merged folder"),
         ([f"{run_a}:SASRec"], "has no finished SASRec (finished: ['GRU4Rec', 'Pop'])"),
         ([run_a, run_b], "two rows named GRU4Rec"),
         ([f"{run_a}=X"], "a label names one model"),
