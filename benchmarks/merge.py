@@ -52,7 +52,9 @@ def gather(sources):
         if dataset is not None and run.get("dataset") != dataset:
             raise MixRecError(f"{run_dir} holds a run on '{run.get('dataset')}', the others on '{dataset}'")
         dataset = run.get("dataset")
-        finished = {r["model"]: r for r in load_records(run_dir, run.get("models", ())) if r.get("status") == "ok"}
+        finished = {r["model"]: r for r in load_records(run_dir, run.get("models", ())) if r.get("status") == "ok"
+                    # a merged folder: only its own rows (models/ may keep a row an earlier merge dropped)
+                    and (not run.get("merged") or r["model"] in run["models"])}
         if not finished:
             raise MixRecError(f"{run_dir} has no finished model")
         if model is not None and model not in finished:

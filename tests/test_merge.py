@@ -83,6 +83,12 @@ def test_a_merged_folder_is_a_source_and_keeps_its_rows_sources(two_runs, tmp_pa
     merged = {r["model"]: r for r in rows_of(second / "results.csv")}
     original = {r["model"]: r for r in rows_of(os.path.join(run_a, "results.csv"))}["GRU4Rec"]
     assert merged["GRU4Rec"]["ndcg@10"] == original["ndcg@10"]
+    # merged again into itself without GRU4Rec-h32: that row's record file stays, the row does not
+    assert merge.main([f"{second}:GRU4Rec", "--out", str(second)]) == 0
+    assert (second / "models" / "GRU4Rec-h32.json").exists()
+    third = tmp_path / "third"
+    assert merge.main([str(second), "--out", str(third)]) == 0
+    assert [r["model"] for r in rows_of(third / "results.csv")] == ["GRU4Rec"]
 
 
 def test_bad_sources_exit_2_with_a_clear_line(two_runs, tmp_path, capsys):
