@@ -134,9 +134,26 @@ def build_step(variant, args):
     return _autocast(step, args)
 
 
+def peak_rss_mib():
+    """This process's peak resident memory in MiB since it started (or exec'd).
+
+    Linux's ``ru_maxrss`` carries over exec from the parent, so a spawned child of a parent
+    that already built big models reports the parent's peak; ``VmHWM`` belongs to the
+    child's own address space. Other systems fall back to ``ru_maxrss`` (KiB on Linux/BSD).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(variant, args, queue):
     """Run in a child process: build one variant, time its step, report (ms, peak MiB)."""
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = peak_rss_mib()
     step = build_step(variant, args)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -144,7 +161,7 @@ def measure(variant, args, queue):
     if args.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+        peak = peak_rss_mib() - base_rss
     queue.put((ms, peak))
 
 
