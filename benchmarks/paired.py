@@ -19,9 +19,10 @@ import numpy as np
 from recbole_mixrec.errors import MixRecError
 
 
-def per_user_values(model_file, split="valid", metric="mrr@10"):
+def per_user_values(model_file, split="valid", metric="mrr@10", change_model=None):
     """``[n_users]`` values of ``metric`` (e.g. 'mrr@10', 'ndcg@10', 'recall@10') for every
-    user of ``split``, in the loader's fixed order, and the dataset's name."""
+    user of ``split``, in the loader's fixed order, and the dataset's name. ``change_model``
+    (model -> None), if given, alters the loaded model before it is scored (an ablation)."""
     from recbole.evaluator.register import metrics_dict
 
     from recbole_mixrec.quick_start import build_trainer, load_data_and_model
@@ -30,6 +31,8 @@ def per_user_values(model_file, split="valid", metric="mrr@10"):
     if name not in metrics_dict or not k.isdigit():
         raise MixRecError(f"--metric {metric}: expected a top-k metric such as mrr@10, ndcg@10, recall@10")
     config, model, _, _, valid_data, test_data = load_data_and_model(model_file)
+    if change_model is not None:
+        change_model(model)
     if int(k) > max(config["topk"]):
         raise MixRecError(f"--metric {metric}: the checkpoint's config ranks only the top {max(config['topk'])}")
     trainer = build_trainer(config, model)

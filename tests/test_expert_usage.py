@@ -1,0 +1,85 @@
+"""benchmarks.expert_usage: the gate's recorded weights and the two ablations, each checked
+against an independent route to the same model (tiny random backbone on ml-100k)."""
+
+import copy
+
+import pytest
+import torch
+
+import recbole_mixrec  # noqa: F401  registers the plugin's models
+from benchmarks import expert_usage
+from recbole_mixrec.model.mixrec import MixRec
+from recbole_mixrec.quick_start import run_mixrec
+
+
+@pytest.fixture(scope="module")
+def batch(ml100k_splits):
+    return next(iter(ml100k_splits[1]))[0]
+
+
+def _scores(model, batch):
+    with torch.no_grad():
+        return model.full_sort_predict(batch)
+
+
+def _mixrec(ml100k_config, ml100k_splits, reading_gate):
+    torch.manual_seed(0)
+    model = MixRec(ml100k_config, ml100k_splits[0]._dataset)
+    if reading_gate:  # a gate that reads its input and gives the context expert real weight
+        for layer in model.damoe_layers:
+            torch.nn.init.normal_(layer.gate.weight, std=0.05)
+            torch.nn.init.zeros_(layer.gate.bias)
+    return model.eval()
+
+
+def test_recorded_gates_are_the_gates_weights_and_the_layers_are_restored(ml100k_config, ml100k_splits, batch):
+    model = _mixrec(ml100k_config, ml100k_splits, reading_gate=False)  # input-independent start
+    before = _scores(model, batch)
+    with expert_usage.recorded_gates(model) as sums:
+        _scores(model, batch)
+    assert len(sums) == len(model.damoe_layers) > 0
+    for total, count in sums:
+        assert count > len(batch) and total / count == pytest.approx(model.gate_init_causal, abs=1e-5)
+    assert all("gate_weights" not in vars(layer) for layer in model.damoe_layers)
+    torch.testing.assert_close(_scores(model, batch), before)
+
+
+def test_causal_only_is_a_gate_saturated_on_the_causal_expert(ml100k_config, ml100k_splits, batch):
+    model = _mixrec(ml100k_config, ml100k_splits, reading_gate=True)
+    as_trained = _scores(model, batch)
+    saturated = copy.deepcopy(model)
+    for layer in saturated.damoe_layers:
+        torch.nn.init.zeros_(layer.gate.weight)
+        layer.gate.bias.data = torch.tensor([40.0, 0.0])  # softmax -> (1, 4e-18)
+    expert_usage.causal_only(model)
+    ablated = _scores(model, batch)
+    torch.testing.assert_close(ablated, _scores(saturated, batch))
+    assert not torch.allclose(ablated, as_trained, atol=1e-4)
+
+
+def test_no_cf_is_every_cf_slot_masked(ml100k_config, ml100k_splits, batch):
+    model = _mixrec(ml100k_config, ml100k_splits, reading_gate=True)
+    as_trained = _scores(model, batch)
+    masked = copy.deepcopy(model)
+    cf_vectors = masked._cf_vectors
+
+    def all_masked(*args):
+        states, valid = cf_vectors(*args)
+        return states, torch.zeros_like(valid)
+    masked._cf_vectors = all_masked
+    expert_usage.drop_cf(model)
+    ablated = _scores(model, batch)
+    torch.testing.assert_close(ablated, _scores(masked, batch))
+    assert not torch.allclose(ablated, as_trained, atol=1e-4)
+
+
+def test_main_reports_gates_and_ablations_of_a_trained_checkpoint(tiny_config_dict, tmp_path, small_sasrec_run, capsys):
+    result = run_mixrec("MixRec", "ml-100k", config_dict=dict(tiny_config_dict, checkpoint_dir=str(tmp_path)))
+    assert expert_usage.main([result["saved_model_file"], "--samples", "200", "--gate_users", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    gates = [float(g) for g in lines[0].split("):")[1].split()]
+    assert len(gates) == 2 and all(0 < g < 1 for g in gates)  # the tiny backbone's 2 layers
+    assert float(lines[1].rsplit(":", 1)[1]) == pytest.approx(result["best_valid_result"]["mrr@10"], abs=1e-4)
+    assert [line.split()[0] for line in lines[2:]] == ["no-cf", "causal-only"]
+    assert expert_usage.main([small_sasrec_run["saved_model_file"]]) == 2
+    assert "has no DAMoE layers" in capsys.readouterr().err
