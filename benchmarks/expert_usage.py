@@ -50,10 +50,10 @@ ABLATIONS = {"no-cf": drop_cf, "causal-only": causal_only}
 def recorded_gates(model):
     """Yield a list of per-layer ``[sum of beta_1, token count]`` filled by forward passes."""
     sums = [[0.0, 0] for _ in model.damoe_layers]
-    originals = []
+    # an ablation may already have replaced a layer's gate_weights: put back what was there
+    replaced = [vars(layer).get("gate_weights") for layer in model.damoe_layers]
     for index, layer in enumerate(model.damoe_layers):
         original = layer.gate_weights
-        originals.append((layer, original))
 
         def recording(q_t, p_t, original=original, index=index):
             weights = original(q_t, p_t)
@@ -64,8 +64,11 @@ def recorded_gates(model):
     try:
         yield sums
     finally:
-        for layer, _ in originals:
-            del layer.gate_weights  # back to the class's method
+        for layer, before in zip(model.damoe_layers, replaced):
+            if before is None:
+                del layer.gate_weights  # back to the class's method
+            else:
+                layer.gate_weights = before
 
 
 def mean_gates(model_file, split="valid", users=256):

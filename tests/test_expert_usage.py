@@ -55,6 +55,10 @@ def test_causal_only_is_a_gate_saturated_on_the_causal_expert(ml100k_config, ml1
     ablated = _scores(model, batch)
     torch.testing.assert_close(ablated, _scores(saturated, batch))
     assert not torch.allclose(ablated, as_trained, atol=1e-4)
+    with expert_usage.recorded_gates(model) as sums:  # records the ablation, and keeps it
+        _scores(model, batch)
+    assert all(total == count for total, count in sums)
+    torch.testing.assert_close(_scores(model, batch), ablated)
 
 
 def test_no_cf_is_every_cf_slot_masked(ml100k_config, ml100k_splits, batch):
