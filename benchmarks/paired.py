@@ -19,39 +19,60 @@ import numpy as np
 from recbole_mixrec.errors import MixRecError
 
 
-def per_user_values(model_file, split="valid", metric="mrr@10", change_model=None):
+def per_user_values(model_file, split="valid", metric="mrr@10"):
     """``[n_users]`` values of ``metric`` (e.g. 'mrr@10', 'ndcg@10', 'recall@10') for every
-    user of ``split``, in the loader's fixed order, and the dataset's name. ``change_model``
-    (model -> None), if given, alters the loaded model before it is scored (an ablation)."""
-    from recbole.evaluator.register import metrics_dict
+    user of ``split``, in the loader's fixed order, and the dataset's name."""
+    from recbole_mixrec.quick_start import load_data_and_model
 
-    from recbole_mixrec.quick_start import build_trainer, load_data_and_model
+    parse_metric(metric)  # before the slow load
+    config, model, _, _, valid_data, test_data = load_data_and_model(model_file)
+    scorer = PerUserScorer(config, model, valid_data if split == "valid" else test_data, metric)
+    return scorer(), config["dataset"]
+
+
+def parse_metric(metric):
+    """``'ndcg@10'`` -> ``('ndcg', 10)``, or a clear error for what RecBole cannot rank by."""
+    from recbole.evaluator.register import metrics_dict
 
     name, _, k = metric.lower().partition("@")
     if name not in metrics_dict or not k.isdigit():
         raise MixRecError(f"--metric {metric}: expected a top-k metric such as mrr@10, ndcg@10, recall@10")
-    config, model, _, _, valid_data, test_data = load_data_and_model(model_file)
-    if change_model is not None:
-        change_model(model)
-    if int(k) > max(config["topk"]):
-        raise MixRecError(f"--metric {metric}: the checkpoint's config ranks only the top {max(config['topk'])}")
-    trainer = build_trainer(config, model)
-    # RecBole averages per-user values inside evaluate(); keep the struct they come from
-    captured = {}
-    evaluate_struct = trainer.evaluator.evaluate
+    return name, int(k)
 
-    def capture(struct):
-        captured["struct"] = struct
-        return evaluate_struct(struct)
 
-    trainer.evaluator.evaluate = capture
-    trainer.evaluate(valid_data if split == "valid" else test_data, load_best_model=False)
-    scorer = metrics_dict[name](config)
-    pos_index, pos_len = scorer.used_info(captured["struct"])
-    # MRR and Hit read only the hit matrix; NDCG, Recall and Precision the positives' count too
-    wants_len = len(inspect.signature(scorer.metric_info).parameters) > 1
-    values = scorer.metric_info(pos_index, pos_len) if wants_len else scorer.metric_info(pos_index)
-    return values[:, int(k) - 1], config["dataset"]
+class PerUserScorer:
+    """Scores a loaded model on one split, as often as asked: a caller that alters the model
+    between calls (an ablation) pays for loading the checkpoint and its dataset once."""
+
+    def __init__(self, config, model, eval_data, metric="mrr@10"):
+        from recbole.evaluator.register import metrics_dict
+
+        from recbole_mixrec.quick_start import build_trainer
+
+        name, self.k = parse_metric(metric)
+        if self.k > max(config["topk"]):
+            raise MixRecError(f"--metric {metric}: the checkpoint's config ranks only the top {max(config['topk'])}")
+        self.eval_data = eval_data
+        self.metric = metrics_dict[name](config)
+        self.trainer = build_trainer(config, model)
+        # RecBole averages per-user values inside evaluate(); keep the struct they come from
+        self._captured = {}
+        evaluate_struct = self.trainer.evaluator.evaluate
+
+        def capture(struct):
+            self._captured["struct"] = struct
+            return evaluate_struct(struct)
+
+        self.trainer.evaluator.evaluate = capture
+
+    def __call__(self):
+        """``[n_users]`` values of the metric for the model as it is now."""
+        self.trainer.evaluate(self.eval_data, load_best_model=False)
+        pos_index, pos_len = self.metric.used_info(self._captured["struct"])
+        # MRR and Hit read only the hit matrix; NDCG, Recall and Precision the positives' count too
+        wants_len = len(inspect.signature(self.metric.metric_info).parameters) > 1
+        values = self.metric.metric_info(pos_index, pos_len) if wants_len else self.metric.metric_info(pos_index)
+        return values[:, self.k - 1]
 
 
 def paired_bootstrap(a, b, samples=2000, seed=0):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import recbole_mixrec  # noqa: F401  registers the plugin's models
+import recbole_mixrec.quick_start
 from benchmarks import expert_usage
 from recbole_mixrec.model.mixrec import MixRec
 from recbole_mixrec.quick_start import run_mixrec
@@ -51,14 +52,16 @@ def test_causal_only_is_a_gate_saturated_on_the_causal_expert(ml100k_config, ml1
     for layer in saturated.damoe_layers:
         torch.nn.init.zeros_(layer.gate.weight)
         layer.gate.bias.data = torch.tensor([40.0, 0.0])  # softmax -> (1, 4e-18)
-    expert_usage.causal_only(model)
-    ablated = _scores(model, batch)
+    with expert_usage.causal_only(model):
+        ablated = _scores(model, batch)
+        with expert_usage.recorded_gates(model) as sums:  # records the ablation, and keeps it
+            _scores(model, batch)
+        assert all(total == count for total, count in sums)
+        torch.testing.assert_close(_scores(model, batch), ablated)
     torch.testing.assert_close(ablated, _scores(saturated, batch))
     assert not torch.allclose(ablated, as_trained, atol=1e-4)
-    with expert_usage.recorded_gates(model) as sums:  # records the ablation, and keeps it
-        _scores(model, batch)
-    assert all(total == count for total, count in sums)
-    torch.testing.assert_close(_scores(model, batch), ablated)
+    assert all("gate_weights" not in vars(layer) for layer in model.damoe_layers)  # undone
+    torch.testing.assert_close(_scores(model, batch), as_trained)
 
 
 def test_no_cf_is_every_cf_slot_masked(ml100k_config, ml100k_splits, batch):
@@ -71,15 +74,24 @@ def test_no_cf_is_every_cf_slot_masked(ml100k_config, ml100k_splits, batch):
         states, valid = cf_vectors(*args)
         return states, torch.zeros_like(valid)
     masked._cf_vectors = all_masked
-    expert_usage.drop_cf(model)
-    ablated = _scores(model, batch)
+    with expert_usage.no_cf(model):
+        ablated = _scores(model, batch)
     torch.testing.assert_close(ablated, _scores(masked, batch))
     assert not torch.allclose(ablated, as_trained, atol=1e-4)
+    torch.testing.assert_close(_scores(model, batch), as_trained)  # undone
 
 
-def test_main_reports_gates_and_ablations_of_a_trained_checkpoint(tiny_config_dict, tmp_path, small_sasrec_run, capsys):
+def test_main_reports_gates_and_ablations_of_a_trained_checkpoint(tiny_config_dict, tmp_path, small_sasrec_run, capsys, monkeypatch):
     result = run_mixrec("MixRec", "ml-100k", config_dict=dict(tiny_config_dict, checkpoint_dir=str(tmp_path)))
-    assert expert_usage.main([result["saved_model_file"], "--samples", "200", "--gate_users", "64"]) == 0
+    loads = []
+    load = recbole_mixrec.quick_start.load_data_and_model
+
+    def counted(*args, **kwargs):  # the real loader, counted: one load serves every evaluation
+        loads.append(args)
+        return load(*args, **kwargs)
+    monkeypatch.setattr(recbole_mixrec.quick_start, "load_data_and_model", counted)
+    assert expert_usage.main([result["saved_model_file"], "--samples", "200"]) == 0
+    assert len(loads) == 1
     lines = capsys.readouterr().out.splitlines()
     gates = [float(g) for g in lines[0].split("):")[1].split()]
     assert len(gates) == 2 and all(0 < g < 1 for g in gates)  # the tiny backbone's 2 layers
