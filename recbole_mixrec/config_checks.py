@@ -239,18 +239,13 @@ def check_settings(config, model, config_dict=None, user_files=None, strict=True
 
 
 def _relation_problems(final, config_dict, user_files):
-    """Settings valid alone but not together (a comment's range names one key)."""
-    problems = []
+    """Settings valid alone but not together (one rule so far; a comment's range names one key)."""
     stride, max_items = final.get("train_window_stride"), final.get("max_seq_items")
     if isinstance(stride, int) and isinstance(max_items, int) and stride > max_items:
         # windows further apart than they are long would leave transitions unsupervised
-        problems.append(f"train_window_stride={stride} ({where_set('train_window_stride', config_dict, user_files)}): "
-                        f"expected at most max_seq_items ({max_items})")
-    if final.get("cl_input") == "standardize" and final.get("head_input") == "raw":
-        # L_cl borrows the head's statistics, which a raw head does not keep
-        problems.append(f"cl_input=standardize ({where_set('cl_input', config_dict, user_files)}): "
-                        f"expected head_input: standardize, not raw")
-    return problems
+        return [f"train_window_stride={stride} ({where_set('train_window_stride', config_dict, user_files)}): "
+                f"expected at most max_seq_items ({max_items})"]
+    return []
 
 
 def read_settings_file(path):

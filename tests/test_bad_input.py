@@ -77,8 +77,6 @@ SETTINGS = [
     (["--train_samples=every"], "train_samples='every'", "one of ['windows', 'last', 'all']"),
     (["--max_seq_items=3", "--train_window_stride=4"], "train_window_stride=4", "at most max_seq_items (3)"),
     (["--head_init=txt"], "head_init='txt'", "one of ['text', 'random']"),
-    (["--cl_input=standardise"], "cl_input='standardise'", "one of ['raw', 'standardize']"),
-    (["--cl_input=standardize", "--head_input=raw"], "cl_input=standardize (command line", "head_input: standardize"),
     (["--cf_model=LightGCN"], "cf_model='LightGCN'", "one of ['NCF', 'MF', 'none']"),
     (["--gate_init_causal=1.0"], "gate_init_causal=1.0", "in (0, 1)"),
     (["--hard_negative_ratio=2"], "hard_negative_ratio=2", "in (0, 1]"),

@@ -366,32 +366,6 @@ def test_calculate_loss_takes_l_align_and_l_cl_from_losses_py(ml100k_config, spl
     assert loss_cl.item() == pytest.approx(5.0 * 0.5)
 
 
-def test_l_cl_on_standardized_states_reads_the_heads_statistics_and_leaves_them(ml100k_config, splits, batch, monkeypatch):
-    """cl_input: standardize gives InfoNCE the raw run's anchors and items, each standardised with
-    the head's statistics of its kind; L_cl does not move those statistics."""
-    calls = []
-
-    def recorded_info_nce(*args):
-        calls.append(args)
-        return info_nce(*args)
-    monkeypatch.setattr(mixrec, "info_nce", recorded_info_nce)  # the real loss, its inputs kept
-    runs = {}
-    for cl_input in ("raw", "standardize"):
-        model = _model(ml100k_config, splits, lambda_cl=0.5, cl_batch_size=None, cl_input=cl_input)
-        torch.manual_seed(1)  # the same anchors and negatives in both runs
-        loss_cl = model.calculate_loss(batch)[2]
-        runs[cl_input] = model, calls[-1], loss_cl
-    (raw_model, raw, raw_loss), (model, std, std_loss) = runs["raw"], runs["standardize"]
-    head = model.item_projection
-    torch.testing.assert_close(std[0], head.standardized(raw[0], "seq"))
-    torch.testing.assert_close(std[1], head.standardized(raw[1], "align"))
-    torch.testing.assert_close(std[2], head.standardized(raw[2], "align"))
-    assert not torch.allclose(std[0], raw[0]) and not torch.isclose(std_loss, raw_loss)
-    for kind in ("seq_norm", "align_norm"):  # L_seq and L_align update them alike; L_cl does not
-        torch.testing.assert_close(getattr(head, kind).mean, getattr(raw_model.item_projection, kind).mean)
-        torch.testing.assert_close(getattr(head, kind).var, getattr(raw_model.item_projection, kind).var)
-
-
 @pytest.mark.parametrize("cl_batch_size", [None, 2])
 def test_l_cl_anchors_come_from_at_most_cl_batch_size_sequences(ml100k_config, splits, batch, cl_batch_size):
     model = _model(ml100k_config, splits, lambda_cl=0.5, cl_batch_size=cl_batch_size)

@@ -64,10 +64,6 @@ class RunningStandardizer(nn.Module):
         if self.training:
             rows = x.detach()
             self.update(rows[valid] if valid is not None else rows.reshape(-1, x.size(-1)))
-        return self.apply(x)
-
-    def apply(self, x):
-        """``x`` standardised with the statistics as they are (never updates them)."""
         return (x - self.mean) * torch.rsqrt(self.var + self.eps)
 
 
@@ -105,13 +101,6 @@ class ItemHead(nn.Linear):
             return hidden
         norm = self.seq_norm if kind == "seq" else self.align_norm
         return norm(hidden, valid) / math.sqrt(hidden.size(-1))
-
-    def standardized(self, hidden, kind="seq"):
-        """``hidden`` standardised with the head's current statistics of ``kind``, without
-        updating them (for a loss that compares states the head reads, e.g. L_cl)."""
-        if self.head_input == "raw":
-            raise MixRecError("the item head keeps no statistics with head_input: raw")
-        return (self.seq_norm if kind == "seq" else self.align_norm).apply(hidden)
 
     def forward(self, hidden, kind="seq", valid=None):
         """``kind``: 'seq' (``[SEQ]`` states, ranking) or 'align' (``[ALIGN]`` states, L_align);

@@ -81,7 +81,6 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
         self.cl_n_neg = config["cl_n_neg"]
         self.cl_batch_size = config["cl_batch_size"]
         self.cl_temperature = config["cl_temperature"]
-        self.cl_input = config["cl_input"]
         self.cf_model_name = config["cf_model"] if self.use_damoe else "none"
         self.cf_embedding_size = config["cf_embedding_size"]
         self.cf_trainable = config["cf_trainable"]
@@ -364,11 +363,6 @@ class MixRec(FrozenBackboneMixin, SequentialRecommender):
                 loss_align = self.lambda_align * alignment_loss(logits, align_items)
             if cl_items.numel() > 0:
                 item_reps = reps[lookup[cl_items]]  # [S, 1 + K, d]
-                if self.cl_input == "standardize":
-                    # raw last-layer states share one dominant direction (cosine ~0.99 between
-                    # any two), which leaves InfoNCE's cosines almost equal: compare what the head reads
-                    cl_anchors = self.item_projection.standardized(cl_anchors, "seq")
-                    item_reps = self.item_projection.standardized(item_reps, "align")
                 loss_cl = self.lambda_cl * info_nce(
                     cl_anchors, item_reps[:, 0], item_reps[:, 1:], cl_mask, self.cl_temperature
                 )
