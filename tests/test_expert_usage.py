@@ -95,7 +95,45 @@ def test_main_reports_gates_and_ablations_of_a_trained_checkpoint(tiny_config_di
     lines = capsys.readouterr().out.splitlines()
     gates = [float(g) for g in lines[0].split("):")[1].split()]
     assert len(gates) == 2 and all(0 < g < 1 for g in gates)  # the tiny backbone's 2 layers
-    assert float(lines[1].rsplit(":", 1)[1]) == pytest.approx(result["best_valid_result"]["mrr@10"], abs=1e-4)
-    assert [line.split()[0] for line in lines[2:]] == ["no-cf", "causal-only"]
+    shares = [float(x) for part in lines[1].split(": ")[1:] for x in part.split(";")[0].split()]
+    assert lines[1].startswith("context expert's attention") and len(shares) == 4 and all(0 < x < 1 for x in shares)
+    assert float(lines[2].rsplit(":", 1)[1]) == pytest.approx(result["best_valid_result"]["mrr@10"], abs=1e-4)
+    assert [line.split()[0] for line in lines[3:]] == ["no-cf", "causal-only"]
     assert expert_usage.main([small_sasrec_run["saved_model_file"]]) == 2
     assert "has no DAMoE layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("impl", ["blocks", "dense"])
+def test_cf_key_mass_with_equal_scores_is_the_share_of_visible_cf_keys(impl):
+    """q = 0 makes every visible key equally likely: the share on the CF keys is their count
+    among the keys the context mask (masks.py) shows each token."""
+    from recbole_mixrec.model.attention import ExpertMasks
+    from recbole_mixrec.model.masks import context_mask
+
+    segments = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, 2, 2, -2]])  # prefix, 3 items, padding
+    attention_mask = (segments > -2).long()
+    cf_valid = torch.ones(1, 4, dtype=torch.bool)  # the user, items 0..2
+    masks = ExpertMasks.build(segments, attention_mask, cf_valid)
+    heads, kv_heads, dim = 4, 2, 8
+    torch.manual_seed(0)
+    mass = expert_usage.cf_key_mass(torch.zeros(1, 10, heads, dim), torch.randn(1, 10, kv_heads, dim),
+                                    torch.randn(1, 4, kv_heads, dim), masks, 0.5, impl)
+    visible = context_mask(segments, attention_mask, cf_valid)[0].float()  # [T, T + C]
+    expected = torch.stack([visible[:, 10], visible[:, 11:].sum(1)], dim=1) / visible.sum(1, keepdim=True)
+    torch.testing.assert_close(mass[0, :9], expected[:9])  # the padding token's row is never read
+    assert expected[5].tolist() == [0.25, 0.25]  # item 1's [SEQ]: its 2 tokens, the user, its own CF key
+
+
+def test_recorded_cf_attention_leaves_the_model_as_it_was(ml100k_config, ml100k_splits, batch):
+    model = _mixrec(ml100k_config, ml100k_splits, reading_gate=True)
+    before = _scores(model, batch)
+    with expert_usage.recorded_cf_attention(model) as sums:
+        _scores(model, batch)
+    assert len(sums) == len(model.damoe_layers)
+    for user, items, count in sums:
+        assert count > len(batch) and 0 < user / count < 1 and 0 < items / count < 1 and user + items < count
+    assert all(not layer._forward_pre_hooks for layer in model.damoe_layers)
+    torch.testing.assert_close(_scores(model, batch), before)
+    with expert_usage.no_cf(model), expert_usage.recorded_cf_attention(model) as sums:
+        _scores(model, batch)
+    assert all(count == 0 for _, _, count in sums)  # nothing to read without CF

@@ -194,11 +194,7 @@ class DAMoELayer(nn.Module):
         if damoe_inputs is None:
             raise RuntimeError("a DAMoE layer needs damoe_inputs (masks and CF vectors)")
         proj = self.parts
-        x = proj.norm1(hidden_states)
-        q, k, v = proj.qkv(x, position_embeddings)
-        k_cf = v_cf = None
-        if damoe_inputs.cf_states is not None:
-            k_cf, v_cf = proj.kv_without_position(proj.norm1(damoe_inputs.cf_states))
+        x, q, k, v, k_cf, v_cf = self.attention_inputs(hidden_states, position_embeddings, damoe_inputs)
         causal, context = expert_attention(
             q, k, v, k_cf, v_cf, damoe_inputs.masks, proj.scale,
             damoe_inputs.impl, damoe_inputs.context_is_causal, damoe_inputs.cf_in_causal,
@@ -211,6 +207,17 @@ class DAMoELayer(nn.Module):
         hidden_states = hidden_states + torch.lerp(p_t, q_t.to(p_t.dtype), beta[..., :1].to(p_t.dtype))
         y = proj.norm2(hidden_states)
         return hidden_states + self.rec_adapter(proj.mlp(y), y)
+
+    def attention_inputs(self, hidden_states, position_embeddings, damoe_inputs):
+        """``x`` = LN1(h) and the frozen projections' Q, K, V of the tokens and K, V of the CF
+        vectors (None without CF)."""
+        proj = self.parts
+        x = proj.norm1(hidden_states)
+        q, k, v = proj.qkv(x, position_embeddings)
+        k_cf = v_cf = None
+        if damoe_inputs.cf_states is not None:
+            k_cf, v_cf = proj.kv_without_position(proj.norm1(damoe_inputs.cf_states))
+        return x, q, k, v, k_cf, v_cf
 
     def gate_weights(self, q_t, p_t):
         """The per-token mixture weights ``[..., 2]`` (they sum to 1): softmax(W [q; p] + b),
