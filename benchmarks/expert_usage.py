@@ -5,8 +5,8 @@
 Prints, for a checkpoint of a model with DAMoE layers (MixRec, MixRec_noBO, ...):
 
 1. each DAMoE layer's mean gate weight on the causal expert (beta_1) over every token position
-   (padding included) of the split's users, beside ``gate_init_causal``, where the gate starts: a gate that never left
-   its start has not learned to use the context expert;
+   (padding included) of the split's users, beside ``gate_init_causal``, where the gate
+   starts: a gate that never left its start has not learned to use the context expert;
 2. with CF vectors, the share of the context expert's attention (over real tokens, mean over
    heads) on the user's CF key and on the item CF keys, per layer: how much CF the expert reads
    before its gate weighs it;
